@@ -1,0 +1,23 @@
+"Shared fixtures: the repository root and small synthetic micrographs written to temporary files."
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture
+def lattice_tif(tmp_path) -> Path:
+    "A 128x128 synthetic HAADF-like lattice saved as a 16-bit TIFF (a common microscope export)."
+    import tifffile
+    from em_ssl.synthetic import lattice_image
+    img = lattice_image(size=128, seed=3)
+    path = tmp_path / "lattice.tif"
+    tifffile.imwrite(path, (img * 60000).astype(np.uint16))
+    return path

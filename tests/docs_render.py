@@ -1,0 +1,62 @@
+"""Render the documentation without Quarto: `nbdev-proc-nbs` (nbdev's own pre-processing, exactly what
+`nbdev-docs` feeds Quarto) followed by an nbconvert HTML page per processed notebook and an index page.
+
+Users with Quarto installed run `nbdev-docs` instead. Usage: `python tests/docs_render.py [OUT_DIR]`."""
+from __future__ import annotations
+
+import html
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ["nbs", "em_ssl", "pyproject.toml", "settings.ini", "setup.py", "_quarto.yml", "README.md"]
+
+
+def proc_nbs(work: Path) -> Path:
+    "Copy the project to `work` and run `nbdev-proc-nbs` there; returns the `_proc` folder."
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir(): shutil.copytree(src, work / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+        else: shutil.copy2(src, work / name)
+    res = subprocess.run(["nbdev-proc-nbs"], cwd=work, capture_output=True, text=True)
+    if res.returncode != 0: raise RuntimeError(f"nbdev-proc-nbs failed:\n{res.stdout}\n{res.stderr}")
+    return work / "_proc"
+
+
+def render_html(proc: Path, out: Path) -> list[Path]:
+    "Render each processed notebook in `proc` to `out/NAME.html`, plus `out/index.html` linking them."
+    import nbformat
+    from nbconvert import HTMLExporter
+    out.mkdir(parents=True, exist_ok=True)
+    exporter = HTMLExporter(template_name="lab")
+    pages = []
+    for nb_path in sorted(proc.glob("*.ipynb")):
+        nb = nbformat.read(nb_path, as_version=4)
+        for cell in nb.cells:  # nbdev's processing adds cell keys that nbformat's schema rejects
+            cell.pop("has_sd", None)
+            cell.metadata.pop("has_sd", None)
+        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": nb_path.stem}})
+        page = out / f"{nb_path.stem}.html"
+        page.write_text(body, encoding="utf-8")
+        pages.append(page)
+    links = "\n".join(f'<li><a href="{p.name}">{html.escape(p.stem)}</a></li>' for p in pages if p.stem != "index")
+    home = out / "index.html"
+    home_body = (out / "index.html").read_text(encoding="utf-8") if (out / "index.html").exists() else ""
+    nav = f'<nav id="em-ssl-chapters"><h2>Chapters</h2><ul>{links}</ul></nav>'
+    home.write_text(home_body.replace("</body>", nav + "</body>") if home_body else f"<html><body>{nav}</body></html>", encoding="utf-8")
+    return pages
+
+
+def build_docs(out: Path, work: Path) -> list[Path]:
+    "Process the notebooks in a copy under `work` and write the HTML pages to `out`."
+    return render_html(proc_nbs(work), out)
+
+
+if __name__ == "__main__":
+    import tempfile
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "_site")
+    with tempfile.TemporaryDirectory() as tmp:
+        pages = build_docs(out, Path(tmp))
+    print(f"wrote {len(pages)} pages to {out}; open {out / 'index.html'}")

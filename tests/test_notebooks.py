@@ -1,0 +1,16 @@
+"""Run every notebook in nbs/ as a test, the way `nbdev-test` does (cells flagged `slow` or `notest` skipped).
+
+The notebooks are the library's source and its documentation; their test cells pin behaviour."""
+from pathlib import Path
+
+import pytest
+from nbdev.test import test_nb as run_nb  # aliased: pytest would collect a name starting with `test_`
+
+NBS = sorted((Path(__file__).resolve().parents[1] / "nbs").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("nb", NBS, ids=[p.stem for p in NBS])
+def test_notebook_runs(nb, monkeypatch):
+    monkeypatch.chdir(nb.parent)
+    ok, secs = run_nb(nb, skip_flags=["notest", "slow"], basepath=nb.parents[1])
+    assert ok, f"{nb.name} failed (see the traceback above)"
