@@ -119,6 +119,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'em_ssl.layers.WNConvTranspose2d': ('layers.html#wnconvtranspose2d', 'em_ssl/layers.py'),
                                'em_ssl.layers.WNConvTranspose2d.__init__': ('layers.html#wnconvtranspose2d.__init__', 'em_ssl/layers.py'),
                                'em_ssl.layers._WNConvBase': ('layers.html#_wnconvbase', 'em_ssl/layers.py'),
+                               'em_ssl.layers._WNConvBase._conv_with_bias': ('layers.html#_wnconvbase._conv_with_bias', 'em_ssl/layers.py'),
                                'em_ssl.layers._WNConvBase._init_from': ('layers.html#_wnconvbase._init_from', 'em_ssl/layers.py'),
                                'em_ssl.layers._WNConvBase._setup': ('layers.html#_wnconvbase._setup', 'em_ssl/layers.py'),
                                'em_ssl.layers._WNConvBase.forward': ('layers.html#_wnconvbase.forward', 'em_ssl/layers.py'),
