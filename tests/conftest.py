@@ -1,5 +1,12 @@
 "Shared fixtures: the repository root and small synthetic micrographs written to temporary files."
+import os
 from pathlib import Path
+
+# Under `pytest -n N` each worker gets one thread: N single-threaded workers beat N workers fighting over
+# the same cores (CI has 2). Set before torch is first imported by a test or notebook.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np
 import pytest
