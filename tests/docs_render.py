@@ -25,22 +25,31 @@ def proc_nbs(work: Path) -> Path:
     return work / "_proc"
 
 
+def error_outputs(nb) -> list[str]:
+    "The `ename: evalue` of every error output saved in notebook `nb`."
+    return [f"{o.get('ename')}: {o.get('evalue')}" for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+
+
 def render_html(proc: Path, out: Path) -> list[Path]:
-    "Render each processed notebook in `proc` to `out/NAME.html`, plus `out/index.html` linking them."
+    """Render each processed notebook in `proc` to `out/NAME.html`, plus `out/index.html` linking them.
+    Error outputs saved in the notebooks are listed in `out/errors.json`."""
+    import json
     import nbformat
     from nbconvert import HTMLExporter
     out.mkdir(parents=True, exist_ok=True)
     exporter = HTMLExporter(template_name="lab")
-    pages = []
+    pages, errors = [], {}
     for nb_path in sorted(proc.glob("*.ipynb")):
         nb = nbformat.read(nb_path, as_version=4)
+        if errs := error_outputs(nb): errors[nb_path.stem] = errs
         for cell in nb.cells:  # nbdev's processing adds cell keys that nbformat's schema rejects
             cell.pop("has_sd", None)
-            cell.metadata.pop("has_sd", None)
+            for key in ("has_sd", "execution"): cell.metadata.pop(key, None)
         body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": nb_path.stem}})
         page = out / f"{nb_path.stem}.html"
         page.write_text(body, encoding="utf-8")
         pages.append(page)
+    (out / "errors.json").write_text(json.dumps(errors, indent=1))
     links = "\n".join(f'<li><a href="{p.name}">{html.escape(p.stem)}</a></li>' for p in pages if p.stem != "index")
     home = out / "index.html"
     home_body = (out / "index.html").read_text(encoding="utf-8") if (out / "index.html").exists() else ""

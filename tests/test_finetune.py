@@ -1,0 +1,200 @@
+"Fine-tuning (em_ssl.finetune): data folders, weight transfer, Learner, checkpoints, predict_files, bad input."
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from em_ssl import io as emio
+from em_ssl.finetune import (FINETUNED_FORMAT, TASKS, coords_dls, finetune_folders, finetune_learner, finetune_model,
+                             load_finetuned, match_files, paired_dls, predict_array, predict_files, read_coords,
+                             segmentation_dls, tiny_pretrained_checkpoint, transfer_weights)
+from em_ssl.pretrain import build_generator, read_checkpoint, PRETRAINED_FORMAT
+from em_ssl.synthetic import lattice_image, make_synthetic_dataset
+
+TINY = {'base_width': 4}
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp('ft')
+    return {'root': root,
+            'ckpt': tiny_pretrained_checkpoint(root / 'pre.pth', arch_kwargs=TINY, steps=3, size=32),
+            'np': make_synthetic_dataset(root / 'np', n=4, kind='nanoparticle', size=64, seed=0),
+            'den': make_synthetic_dataset(root / 'den', n=3, kind='denoise_bg', size=64, seed=1, fmt='png'),
+            'atoms': make_synthetic_dataset(root / 'atoms', n=3, kind='atoms', size=64, seed=2)}
+
+
+def test_tiny_checkpoint_has_pretrain_format(data):
+    ck = read_checkpoint(data['ckpt'])
+    assert ck['format'] == PRETRAINED_FORMAT and ck['arch'] == 'unet_2_44' and ck['arch_kwargs'] == TINY
+
+
+@pytest.mark.parametrize('task', TASKS)
+def test_transfer_counts(data, task):
+    model, info = finetune_model(task, pretrained=data['ckpt'])
+    src = read_checkpoint(data['ckpt'])['generator']
+    body = [k for k in src if not k.startswith('head.')]
+    assert all(torch.equal(model.state_dict()[k], src[k]) for k in body)
+    if task == 'segment':
+        assert info['head'] == 'new' and info['transferred'] == len(body)
+    else:
+        assert info['head'] == 'transferred' and info['transferred'] == len(src)
+        assert torch.equal(model.head.weight, src['head.weight'])
+
+
+def test_new_head_for_restoration_and_multiclass(data):
+    _, info = finetune_model('superres', pretrained=data['ckpt'], new_head=True)
+    assert info['head'] == 'new'
+    m, info = finetune_model('segment', pretrained=data['ckpt'], n_classes=4)
+    assert m.head.out_channels == 4 and info['n_out'] == 4
+
+
+def test_transfer_is_strict(data):
+    src = read_checkpoint(data['ckpt'])['generator']
+    with pytest.raises(ValueError, match='shape mismatch'):
+        transfer_weights(src, build_generator('unet_2_44', base_width=8))
+    with pytest.raises(ValueError, match='missing'):
+        transfer_weights(src, build_generator('unet_3_96', **TINY))
+    partial = {k: v for k, v in src.items() if k != 'encoder.0.conv1.weight'}
+    with pytest.raises(ValueError, match='encoder.0.conv1.weight'):
+        transfer_weights(partial, build_generator('unet_2_44', **TINY))
+
+
+def test_random_init_needs_arch():
+    with pytest.raises(ValueError, match='arch is required'):
+        finetune_model('denoise', pretrained=None)
+    m, info = finetune_model('denoise', pretrained=None, arch='unet_2_44', arch_kwargs=TINY)
+    assert info['transferred'] == 0 and info['pretrained'] is None
+
+
+def test_bad_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        finetune_model('segment', pretrained=tmp_path / 'nope.pth')
+    torch.save({'format': 'something/else'}, tmp_path / 'x.pth')
+    with pytest.raises(ValueError, match='not an em_ssl pretrained checkpoint'):
+        finetune_model('segment', pretrained=tmp_path / 'x.pth')
+
+
+def test_match_files_errors(data, tmp_path):
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(ValueError, match='no files found'):
+        match_files(tmp_path / 'empty', data['np'] / 'masks')
+    with pytest.raises(FileNotFoundError, match='folder not found'):
+        match_files(tmp_path / 'missing', data['np'] / 'masks')
+    masks = tmp_path / 'masks'; masks.mkdir()
+    for f in sorted((data['np'] / 'masks').iterdir())[:2]: (masks / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(ValueError, match="2 of 4 file.*0002.tif"):
+        match_files(data['np'] / 'images', masks)
+    assert len(match_files(data['np'] / 'images', masks, unmatched='skip')) == 2
+
+
+def test_shape_mismatch_is_an_error(data, tmp_path):
+    imgs = tmp_path / 'imgs'; imgs.mkdir()
+    for f in (data['np'] / 'images').iterdir(): emio.save_tiff(imgs / f.name, np.random.rand(50, 64))
+    with pytest.raises(ValueError, match='must have the same size'):
+        segmentation_dls(imgs, data['np'] / 'masks', crop=32)
+
+
+def test_multiclass_masks(data, tmp_path):
+    masks = tmp_path / 'classes'; masks.mkdir()
+    for i, f in enumerate(sorted((data['np'] / 'images').iterdir())):
+        lab = (np.arange(64)[None, :].repeat(64, 0) // 22).astype(np.uint8)   # classes 0, 1, 2
+        Image.fromarray(lab).save(masks / f'{f.stem}.png')
+    dls = segmentation_dls(data['np'] / 'images', masks, crop=32, bs=2, n_classes=3)
+    xb, yb = dls.one_batch()
+    assert yb.dtype == torch.int64 and yb.shape == (2, 32, 32) and int(yb.max()) <= 2
+    learn = finetune_learner(dls, 'segment', pretrained=data['ckpt'])
+    assert [m.name for m in learn.metrics] == ['dice_multi', 'dice_1', 'dice_2']
+    learn.fine_tune(1, freeze_epochs=0)
+    assert set(learn.history[-1]) >= {'dice_multi', 'dice_1', 'dice_2'}
+    with pytest.raises(ValueError, match='outside the class indices'):
+        segmentation_dls(data['np'] / 'images', data['np'] / 'masks', crop=32, n_classes=3)   # 0/255 masks
+
+
+def test_coords(data, tmp_path):
+    dls = coords_dls(data['atoms'] / 'images', data['atoms'] / 'coords', radius=2, kind='gaussian', crop=32, bs=2)
+    _, yb = dls.one_batch()
+    assert 0 <= float(yb.min()) and float(yb.max()) <= 1 and 0 < float(yb.mean()) < 1
+    bad = tmp_path / 'c.csv'; bad.write_text('row,col\n1,2\n')
+    with pytest.raises(ValueError, match="'x' and 'y'"):
+        read_coords(bad)
+    ok = tmp_path / 'd.csv'; ok.write_text('X,Y\n10,20\n')
+    assert read_coords(ok).tolist() == [[20.0, 10.0]]   # (y, x)
+    with pytest.raises(ValueError, match='kind must be'):
+        coords_dls(data['atoms'] / 'images', data['atoms'] / 'coords', kind='square')
+
+
+def test_task_dls_mismatch(data):
+    dls = paired_dls(data['den'] / 'images', data['den'] / 'targets', crop=32, bs=2)
+    with pytest.raises(ValueError, match='segmentation DataLoaders'):
+        finetune_learner(dls, 'segment', pretrained=data['ckpt'])
+
+
+def test_freeze_trains_only_head_and_bn(data):
+    dls = paired_dls(data['den'] / 'images', data['den'] / 'targets', crop=32, bs=2, epoch_size=4)
+    learn = finetune_learner(dls, 'denoise_bg', pretrained=data['ckpt'])
+    before = {n: p.detach().clone() for n, p in learn.model.named_parameters()}
+    learn.fine_tune(0, freeze_epochs=1)
+    changed = {n for n, p in learn.model.named_parameters() if not torch.equal(p, before[n])}
+    assert 'head.weight' in changed and all(n.startswith('head.') or '.bn' in n for n in changed)
+    assert learn.history[0]['phase'] == 'frozen'
+
+
+def test_finetune_folders_and_predict_roundtrip(data, tmp_path):
+    out = tmp_path / 'run'
+    ck = finetune_folders('denoise_bg', data['den'] / 'images', data['den'] / 'targets', pretrained=data['ckpt'],
+                          epochs=1, crop=32, bs=2, out=out, epoch_size=4)
+    assert ck == out / 'model.pth' and (out / 'metrics.csv').exists()
+    lines = (out / 'metrics.csv').read_text().splitlines()
+    assert len(lines) == 3 and lines[0].startswith('epoch') and 'psnr' in lines[0]   # header + frozen + unfrozen
+    meta = torch.load(ck, weights_only=True)
+    assert meta['format'] == FINETUNED_FORMAT and meta['task'] == 'denoise_bg' and meta['n_out'] == 1
+    assert meta['normalisation']['method'] == 'minmax' and meta['arch_kwargs'] == TINY
+    with pytest.raises(FileExistsError, match='not empty'):
+        finetune_folders('denoise_bg', data['den'] / 'images', data['den'] / 'targets', pretrained=data['ckpt'],
+                         epochs=1, out=out)
+    finetune_folders('denoise_bg', data['den'] / 'images', data['den'] / 'targets', pretrained=data['ckpt'],
+                     epochs=1, crop=32, bs=2, out=out, epoch_size=2, overwrite=True)
+    assert len((out / 'metrics.csv').read_text().splitlines()) == 3
+    inp = tmp_path / 'inp'; inp.mkdir()
+    emio.save_tiff(inp / 'a.tif', np.random.rand(37, 51))
+    Image.fromarray((np.random.rand(30, 30) * 255).astype(np.uint8)).save(inp / 'b.png')
+    outs = predict_files(ck, inp, tmp_path / 'pred')
+    assert [o.name for o in outs] == ['a.tif', 'b.tif']
+    assert emio.load_image(outs[0]).shape == (37, 51) and emio.load_image(outs[1]).shape == (30, 30)
+    with pytest.raises(FileExistsError):
+        predict_files(ck, inp, tmp_path / 'pred')
+    assert len(predict_files(ck, inp, tmp_path / 'pred', overwrite=True)) == 2
+
+
+def test_finetune_folders_segment_from_coords_random_init(data, tmp_path):
+    ck = finetune_folders('segment', data['atoms'] / 'images', data['atoms'] / 'coords', pretrained=None,
+                          arch='unet_2_44', epochs=1, crop=32, bs=2, out=tmp_path / 'seg', epoch_size=2)
+    model, meta = load_finetuned(ck)
+    assert meta['task'] == 'segment' and meta['transfer']['transferred'] == 0
+    assert len((tmp_path / 'seg' / 'metrics.csv').read_text().splitlines()) == 2   # random init: no frozen epoch
+    probs = predict_files(ck, data['atoms'] / 'images' / '0000.tif', tmp_path / 'p')
+    p = emio.load_image(probs[0])
+    assert p.shape == (64, 64) and 0 <= p.min() and p.max() <= 1
+
+
+def test_predict_errors(data, tmp_path):
+    with pytest.raises(FileNotFoundError, match='missing.pth'):
+        predict_files(tmp_path / 'missing.pth', data['np'] / 'images', tmp_path / 'o')
+    with pytest.raises(ValueError, match='not an em_ssl fine-tuned checkpoint'):
+        predict_files(data['ckpt'], data['np'] / 'images', tmp_path / 'o')
+    (tmp_path / 'junk.pth').write_bytes(b'not a checkpoint')
+    with pytest.raises(ValueError, match='cannot load'):
+        load_finetuned(tmp_path / 'junk.pth')
+
+
+def test_tiled_prediction_matches_shape_and_values(data):
+    model, _ = finetune_model('denoise', pretrained=data['ckpt'])
+    img = lattice_image(256, seed=1)[:90, :250]
+    whole = predict_array(model, img, 'denoise')
+    tiled = predict_array(model, img, 'denoise', tile=128, overlap=48)   # overlap > receptive field radius (22 px)
+    assert whole.shape == tiled.shape == (90, 250)
+    inner = np.s_[:, 24:-24]   # the image borders see different padding (250 is padded to 252 when untiled)
+    assert np.abs(whole - tiled)[inner].mean() < 0.02 * np.abs(whole).mean()

@@ -1,0 +1,239 @@
+"Tests for em_ssl.inference (complete, bundled model, files, demo) and em_ssl.partial_scan checkpoints. No GPU, no real data."
+import json, time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from em_ssl.inference import (complete, load_completion_model, save_completion_model, fuse_for_inference,
+                              linear_infill, complete_file, run_demo, check_partial_scan, normalise_partial,
+                              tile_starts, blend_window, complete_normalised, default_completion_model,
+                              DEFAULT_WEIGHTS, DEMO_MICROGRAPH)
+from em_ssl.io import save_tiff, load_image
+from em_ssl.models.partial_scan import PartialScanConfig, PartialScanGenerator
+from em_ssl.partial_scan import (GapFilledGenerator, partial_scan_learner, CheckpointEveryEpoch, StopAfterEpochs,
+                                 push_pull_fill)
+from em_ssl.scans import simulate_partial_scan, PartialScanTransform
+from em_ssl.synthetic import lattice_image
+
+
+@pytest.fixture(scope='module')
+def scan():
+    img = lattice_image(128, seed=0)
+    partial, mask = simulate_partial_scan(img, kind='spiral', coverage=0.1, seed=0)
+    return img, partial, mask
+
+
+@pytest.fixture(scope='module')
+def tiny_model():
+    torch.manual_seed(0)
+    return PartialScanGenerator(PartialScanConfig.tiny()).init_weights(torch.rand(2, 2, 64, 64)).eval()
+
+
+# ---------------------------------------------------------------- bad input
+def _pm(n=64):
+    m = np.zeros((n, n), np.float32); m[::3, ::3] = 1
+    return np.random.default_rng(0).random((n, n)).astype(np.float32), m
+
+@pytest.mark.parametrize('make,exc,msg', [
+    (lambda p, m: (p, m[:, :32]), ValueError, 'shape mismatch'),
+    (lambda p, m: (np.zeros((0, 0)), np.zeros((0, 0))), ValueError, 'empty'),
+    (lambda p, m: (p, np.zeros_like(m)), ValueError, 'no sampled pixel'),
+    (lambda p, m: (np.where(m > 0, np.nan, p), m), ValueError, 'NaN'),
+    (lambda p, m: (p, np.where(m > 0, np.inf, m)), ValueError, 'NaN or infinite'),
+    (lambda p, m: (p.astype(complex), m), TypeError, 'complex'),
+    (lambda p, m: (p.astype(object), m), TypeError, 'object'),
+    (lambda p, m: (p > 0.5, m), TypeError, 'bool'),
+    (lambda p, m: (p.astype(str), m), TypeError, 'dtype'),
+    (lambda p, m: (p, m * 2), ValueError, 'mask values must be in [0, 1]'),
+    (lambda p, m: (p, m - 0.5), ValueError, 'mask values must be in [0, 1]'),
+    (lambda p, m: (p[:40, :40], m[:40, :40]), ValueError, 'too small'),
+    (lambda p, m: (p[None], m[None]), ValueError, '2-D'),
+    (lambda p, m: (None, m), TypeError, 'None'),
+])
+def test_complete_bad_input(make, exc, msg, tiny_model):
+    p, m = make(*_pm())
+    with pytest.raises(exc, match=None) as e: complete(p, m, model=tiny_model)
+    assert msg in str(e.value)
+
+
+def test_missing_checkpoint_names_path(tmp_path):
+    f = tmp_path / 'nope.pth'
+    with pytest.raises(FileNotFoundError, match='nope.pth'): load_completion_model(f)
+    with pytest.raises(FileNotFoundError, match='nope.pth'): complete(*_pm(), model=f)
+
+
+def test_not_a_checkpoint(tmp_path):
+    f = tmp_path / 'x.pth'; torch.save({'a': 1}, f)
+    with pytest.raises(ValueError, match='not a completion-model checkpoint'): load_completion_model(f)
+
+
+# ---------------------------------------------------------------- behaviour
+def test_bundled_model_loads_and_is_small():
+    assert DEFAULT_WEIGHTS.is_file() and DEFAULT_WEIGHTS.stat().st_size < 20e6
+    m = load_completion_model('default')
+    assert not m.training
+    rec = json.loads(DEFAULT_WEIGHTS.with_suffix('.json').read_text())
+    assert rec['data']['holdout_files'] and rec['command']
+
+
+def test_complete_shapes_scale_and_dtype(scan):
+    img, partial, mask = scan
+    out = complete(partial, mask)
+    assert out.shape == img.shape and out.dtype == np.float32 and np.isfinite(out).all()
+    out2 = complete(partial * 500 + 20, mask)                      # input intensity scale is preserved
+    np.testing.assert_allclose(out2, out * 500 + 20, atol=0.5)
+    assert out2.min() >= 20 - 1e-3 and out2.max() <= 520 + 1e-3  # within the sampled range
+
+
+def test_complete_beats_linear_on_demo_micrograph():
+    from em_ssl.io import normalize
+    from em_ssl.metrics import gaussian_blur
+    img = normalize(load_image(DEMO_MICROGRAPH))
+    target = gaussian_blur(torch.from_numpy(img)).numpy()
+    partial, mask = simulate_partial_scan(img, kind='spiral', coverage=1 / 20, seed=3)
+    rms = lambda a: np.sqrt(np.mean((a - target) ** 2))
+    assert rms(complete(partial, mask)) < rms(linear_infill(partial, mask))
+
+
+@pytest.mark.parametrize('shape', [(64, 64), (100, 130), (97, 64), (1100, 200)])
+def test_complete_any_size(shape, tiny_model):
+    img = lattice_image(max(shape), seed=1)[:shape[0], :shape[1]]
+    p, m = simulate_partial_scan(img, kind='grid', coverage=0.1, seed=0)
+    out = complete(p, m, model=tiny_model)
+    assert out.shape == shape and np.isfinite(out).all()
+
+
+def test_fractional_mask_and_bool_mask(scan, tiny_model):
+    img, partial, mask = scan
+    assert complete(partial, mask * 0.5, model=tiny_model).shape == img.shape
+    assert complete(partial, mask > 0, model=tiny_model).shape == img.shape
+
+
+def test_constant_samples_give_constant_output(tiny_model):
+    p, m = _pm(); p[:] = 3.5
+    np.testing.assert_array_equal(complete(p, m, model=tiny_model), np.full(p.shape, 3.5, np.float32))
+
+
+def test_tiling_matches_single_pass():
+    model = default_completion_model("cpu")  # trained: output depends on local context, unlike random weights
+    img = lattice_image(1200, seed=4)[:1100, :700]
+    p, m = simulate_partial_scan(img, kind='spiral', coverage=0.1, seed=0)
+    x01, lo, hi = normalise_partial(p, m)
+    tiled = complete_normalised(model, x01, m, tile_max=512)
+    single = complete_normalised(model, x01, m, tile_max=10_000)
+    assert tiled.shape == single.shape == img.shape
+    assert np.abs(tiled - single).mean() < 0.02
+
+
+def test_tile_starts_cover_and_overlap():
+    for length in (513, 1000, 1537, 4000):
+        st = tile_starts(length, 512, 96)
+        assert st[0] == 0 and st[-1] == length - 512
+        assert all(b - a <= 512 - 96 for a, b in zip(st, st[1:]))
+    w = blend_window(512, 96)
+    assert w.shape == (512, 512) and w.min() > 0 and w[256, 256] == 1
+
+
+def test_linear_infill_matches_griddata():
+    from scipy.interpolate import griddata
+    rng = np.random.default_rng(1)
+    m = (rng.random((80, 90)) < 0.08).astype(np.float32); p = rng.random((80, 90)).astype(np.float32) * m
+    ys, xs = np.nonzero(m); gy, gx = np.mgrid[:80, :90]
+    ref = griddata((ys, xs), p[ys, xs], (gy, gx), method='linear')
+    ok = ~np.isnan(ref)
+    np.testing.assert_allclose(linear_infill(p, m)[ok], ref[ok], atol=1e-5)
+    assert np.isfinite(linear_infill(p, m)).all()
+
+
+def test_save_load_roundtrip_and_fusion(tmp_path):
+    torch.manual_seed(0)
+    g = GapFilledGenerator(PartialScanGenerator(PartialScanConfig.tiny())).init_weights(torch.rand(2, 2, 64, 64)).eval()
+    f = save_completion_model(g, tmp_path / 'm.pth')
+    with pytest.raises(FileExistsError): save_completion_model(g, f)
+    h = load_completion_model(f)
+    x = torch.rand(2, 2, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(h(x), g(x))
+        torch.testing.assert_close(fuse_for_inference(h)(x), g(x), atol=1e-5, rtol=1e-4)
+
+
+def test_push_pull_fill_keeps_samples():
+    x = torch.rand(2, 1, 70, 90); m = (torch.rand_like(x) < 0.05).float()
+    f = push_pull_fill(x * m, m)
+    assert torch.equal(f[m > 0], x[m > 0]) and torch.isfinite(f).all()
+
+
+def test_default_model_cached():
+    assert default_completion_model('cpu') is default_completion_model('cpu')
+
+
+# ---------------------------------------------------------------- files and demo
+def test_complete_file(tmp_path, scan):
+    img, partial, mask = scan
+    fp, fm, out = tmp_path / 'p.tif', tmp_path / 'm.tif', tmp_path / 'c.tif'
+    save_tiff(fp, partial); save_tiff(fm, mask)
+    assert complete_file(fp, fm, out) == out
+    res = load_image(out)
+    assert res.shape == img.shape and res.dtype == np.float32
+    with pytest.raises(FileExistsError): complete_file(fp, fm, out)
+    complete_file(fp, fm, out, overwrite=True)
+    with pytest.raises(FileNotFoundError): complete_file(tmp_path / 'missing.tif', fm, tmp_path / 'd.tif')
+
+
+def test_run_demo_fast_and_writes(tmp_path):
+    t0 = time.perf_counter()
+    res = run_demo(tmp_path, scan='spiral', coverage=1 / 20, seed=0)
+    assert time.perf_counter() - t0 < 20
+    assert Path(res['figure']).is_file() and Path(res['json']).is_file()
+    saved = json.loads(Path(res['json']).read_text())
+    assert saved['rms_percent_model'] == pytest.approx(res['rms_percent_model'])
+    assert 0 < res['rms_percent_model'] < res['rms_percent_linear']
+    with pytest.raises(FileExistsError): run_demo(tmp_path)
+    assert run_demo(tmp_path, scan='grid', coverage=0.1)['scan'] == 'grid'
+
+
+# ---------------------------------------------------------------- training checkpoints
+def _fixed_dls(n=6, size=64, bs=2):
+    from fastai.data.core import DataLoaders
+    from fastai.vision.core import TensorImage
+    imgs = torch.stack([torch.from_numpy(lattice_image(size, seed=i))[None] for i in range(n)])
+    x, y = PartialScanTransform(kinds=('spiral',), coverage=0.1, seed=0)((TensorImage(imgs),))
+    items = [(x[i], y[i]) for i in range(n)]
+    return DataLoaders.from_dsets(items, items[:2], bs=bs, shuffle=False, device='cpu')
+
+
+def _learner(path, stage):
+    from fastai.torch_core import set_seed
+    set_seed(1)
+    return partial_scan_learner(_fixed_dls(), PartialScanConfig.tiny(), stage=stage, path=path, seed=0,
+                                replay_size=2, fill_gaps=True)
+
+
+@pytest.mark.parametrize('stage', [1, 2])
+def test_interrupt_and_resume_matches_uninterrupted(tmp_path, stage):
+    a = _learner(tmp_path / 'a', stage)
+    with a.no_bar(), a.no_logging(): a.fit_paper(4, lr=1e-3)
+    b = _learner(tmp_path / 'b', stage)
+    with b.no_bar(), b.no_logging(): b.fit_paper(4, lr=1e-3, cbs=[CheckpointEveryEpoch('ck'), StopAfterEpochs(2)])
+    c = _learner(tmp_path / 'b', stage)                # fresh learner, different in-memory state
+    assert c.load_checkpoint('ck') == 2
+    torch.testing.assert_close(c.loss_func.alrc_out.mu1, b.loss_func.alrc_out.mu1, rtol=0, atol=0)
+    with c.no_bar(), c.no_logging(): c.fit_paper(4, lr=1e-3, start_epoch=2)
+    for k, v in a.model.state_dict().items(): torch.testing.assert_close(c.model.state_dict()[k], v, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(c.loss_func.alrc_out.mu2, a.loss_func.alrc_out.mu2)
+    sa, sc = a.opt.state_dict()['state'], c.opt.state_dict()['state']    # Adam moments restored and continued
+    assert len(sa) == len(sc)
+    for da, dc in zip(sa, sc):
+        for k in da:
+            if isinstance(da[k], torch.Tensor): torch.testing.assert_close(dc[k], da[k], atol=1e-6, rtol=1e-5)
+    if stage == 2:
+        da, dc = a.trainer_cb.discriminator.state_dict(), c.trainer_cb.discriminator.state_dict()
+        for k in da: torch.testing.assert_close(dc[k], da[k], atol=1e-6, rtol=1e-5)
+        assert a.trainer_cb.replay.full and a.trainer_cb.replay.n_seen == c.trainer_cb.replay.n_seen
+
+
+def test_missing_training_checkpoint(tmp_path):
+    c = _learner(tmp_path, 1)
+    with pytest.raises(FileNotFoundError, match='nothere'): c.load_checkpoint('nothere')
