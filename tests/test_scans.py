@@ -189,6 +189,56 @@ def test_torch_matches_numpy_and_float64():
     assert float(est.mean()) == pytest.approx(0.4, abs=0.01)
 
 
+def _dwell_reference(img, m, u):
+    "Straightforward float64 dwell noise of one image: dense 5x5 reflect blur, min-max to [-1,1], the paper's formula."
+    g = np.exp(-np.arange(-2, 3) ** 2 / (2 * 2.5 ** 2)); g /= g.sum()
+    p = np.pad(img, 2, mode="reflect")
+    h, w = img.shape
+    b = sum(g[i] * g[j] * p[i:i + h, j:j + w] for i in range(5) for j in range(5))
+    bb = 2 * (b - b.min()) / (b.max() - b.min()) - 1 if b.max() > b.min() else np.zeros_like(b)
+    v = m * (m * (2 * img - 1) + 2 * (1 - m) * u * bb)
+    return np.where(m != 0, np.clip((v + 1) / 2, 0, 1), 0)
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (5, 4), (37, 50), (64, 64), (131, 97)])
+@pytest.mark.parametrize("chunk", [1, 10**9])
+def test_optimised_batch_matches_float64_reference(shape, chunk, monkeypatch):
+    "Chunked CPU path (numpy nonzero, factorised 3-tap blur, in-place formula) vs a dense float64 reference."
+    from em_ssl import scans
+    monkeypatch.setattr(scans, "CPU_CHUNK_PIXELS", chunk)        # one image per chunk / the whole batch at once
+    rng = np.random.default_rng(sum(shape))
+    imgs = rng.random((5, 1, *shape))
+    imgs[2] = 0.3                                                  # constant image: B = 0
+    masks = np.where(rng.random(imgs.shape) < 0.3, rng.choice([0.25, 0.5, 1.0], imgs.shape), 0.0)
+    u = rng.random(imgs.shape)
+    ref = np.stack([_dwell_reference(imgs[i, 0], masks[i, 0], u[i, 0]) for i in range(5)])[:, None]
+    for dt, tol in ((torch.float64, 1e-12), (torch.float32, 2e-6)):
+        t = lambda a: torch.as_tensor(a, dtype=dt)
+        out = dwell_noise_batch(t(imgs), t(masks), t(u))
+        np.testing.assert_allclose(out.double().numpy(), ref, atol=tol, rtol=0)
+        # broadcast mask, non-contiguous images
+        out1 = dwell_noise_batch(t(imgs).transpose(-1, -2).contiguous().transpose(-1, -2), t(masks[:1]), t(u))
+        ref1 = np.stack([_dwell_reference(imgs[i, 0], masks[0, 0], u[i, 0]) for i in range(5)])[:, None]
+        np.testing.assert_allclose(out1.double().numpy(), ref1, atol=tol, rtol=0)
+    x, m = torch.as_tensor(imgs, dtype=torch.float32), torch.as_tensor(masks, dtype=torch.float32)
+    torch.testing.assert_close(simulate_batch(x, m, noise=None), x * (m != 0))
+    est = poisson_noise_batch(x, m, dose=50, generator=torch.Generator().manual_seed(0))
+    assert ((est != 0) <= (m != 0)).all() and est.max() <= 1
+
+
+def test_mask_batch_is_bank_dihedral():
+    "mask_batch's single row gather gives exactly one of the 8 (or 4) dihedral variants of a bank map per item."
+    from em_ssl.scans import _mask_bank, _dihedral
+    for shape, n_var in (((40, 40), 8), ((24, 40), 4)):
+        bank = _mask_bank(("grid",), shape, (0.1,), True, 3, torch.device("cpu"))[0]
+        mb = mask_batch("grid", shape, 0.1, 96, seed=2, blur=True, bank_size=3)
+        variants = [_dihedral(bank[e], t) for e in range(3) for t in range(n_var)]
+        assert all(any(torch.equal(x[0], v) for v in variants) for x in mb)
+        assert len({tuple(x.flatten().tolist()) for x in mb}) == len({tuple(v.flatten().tolist()) for v in variants})
+        nd = mask_batch("grid", shape, 0.1, 16, seed=2, blur=True, bank_size=3, dihedral=False)
+        assert all(any(torch.equal(x[0], bank[e]) for e in range(3)) for x in nd)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_gpu_matches_cpu():
     img = torch.rand(8, 1, 128, 128)
