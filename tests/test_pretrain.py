@@ -101,3 +101,15 @@ def test_default_bundled_weights_load():
     with torch.no_grad(): y = gen.eval()(x)
     assert y.shape == x.shape and torch.isfinite(y).all()
     assert Path(meta["path"]).stat().st_size < 20 * 2**20
+
+
+def test_time_budget_stops_and_logs_aligned_row(lattices, tmp_path):
+    "max_minutes cuts the epoch after the first batch; the partial epoch is validated, saved and logged aligned."
+    out = pretrain_folder(lattices, tmp_path/"budget", epochs=5, crop=32, bs=4, max_minutes=1e-6,
+                          arch_kwargs=TINY_ARCH_KWARGS, critic_kwargs=TINY_CRITIC_KWARGS)
+    ck = read_checkpoint(out)
+    assert len(ck["history"]) == 1
+    row = ck["history"][0]
+    assert row["partial_epoch"] is True and row["epoch"] == 0
+    assert 0 < row["psnr"] < 100 and 0 <= row["l1"] <= 1 and row["valid_loss"] > row["l1"]   # not shifted
+    assert isinstance(row["time"], str)
