@@ -5,7 +5,8 @@ em_ssl/weights/partial_scan_small.json), each tile is min-max normalised to [0,1
 (`em_ssl.scans.simulate_partial_scan`, binary path, the paper's dwell noise model, seed = tile index) with spiral
 and grid-like paths at 1/10, 1/20, 1/40 and 1/100 coverage, and completed by
   - the model (`em_ssl.inference.complete`, bundled weights),
-  - linear interpolation (`scipy.interpolate.griddata`, nearest outside the convex hull),
+  - linear interpolation (`em_ssl.inference.linear_infill`: the same values as `scipy.interpolate.griddata`
+    linear inside the convex hull, vectorised; nearest outside),
   - nearest-neighbour infill (`em_ssl.scans.nn_infill`),
   - the blurred push-pull fill alone (`em_ssl.partial_scan.push_pull_fill` + the 5x5 sigma 2.5 blur): the non-learned
     base that the bundled model's generator corrects, so that the generator's own contribution is visible,
@@ -100,7 +101,11 @@ def main(argv=None):
     for threads in sorted({1, min(2, os.cpu_count() or 1)}):
         torch.set_num_threads(threads)
         timing[f'cpu_{threads}_thread_complete'] = timeit(lambda: complete(partial, mask, model=model, device='cpu'))
-    timing['cpu_linear_griddata'] = timeit(lambda: linear_infill(partial, mask))
+    timing['cpu_linear_infill'] = timeit(lambda: linear_infill(partial, mask), n=10, warm=1)
+    from scipy.interpolate import griddata
+    ys, xs = np.nonzero(mask > 0); gy, gx = np.mgrid[:512, :512]
+    timing['cpu_scipy_griddata_linear'] = timeit(lambda: griddata((ys, xs), partial[ys, xs], (gy, gx), method='linear'),
+                                                 n=10, warm=1)
     timing['cpu_nearest'] = timeit(lambda: nn_infill(partial, mask))
     if torch.cuda.is_available():
         def gpu():
