@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/index.ipynb #cdf2fad5
+# %% ../nbs/index.ipynb #b7f66249
 __version__ = "0.1.0"
 
-# %% ../nbs/index.ipynb #f2376d3d
+# %% ../nbs/index.ipynb #d7ec0028
 def __getattr__(name):
     "Lazily expose `em_ssl.complete` (from `em_ssl.inference`) without importing torch at `import em_ssl`."
     if name == "complete":

@@ -30,6 +30,15 @@ def error_outputs(nb) -> list[str]:
     return [f"{o.get('ename')}: {o.get('evalue')}" for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
 
 
+def _front_matter_to_title(nb) -> None:
+    "Quarto reads the raw front-matter cell nbdev writes; for plain nbconvert turn it into a title and summary."
+    import nbformat, yaml
+    if nb.cells and nb.cells[0].cell_type == "raw" and nb.cells[0].source.startswith("---"):
+        meta = yaml.safe_load(nb.cells[0].source.strip().strip("-")) or {}
+        text = f"# {meta.get('title', '')}" + (f"\n\n> {meta['description']}" if meta.get("description") else "")
+        nb.cells[0] = nbformat.v4.new_markdown_cell(text)
+
+
 def render_html(proc: Path, out: Path) -> list[Path]:
     """Render each processed notebook in `proc` to `out/NAME.html`, plus `out/index.html` linking them.
     Error outputs saved in the notebooks are listed in `out/errors.json`."""
@@ -42,6 +51,7 @@ def render_html(proc: Path, out: Path) -> list[Path]:
     for nb_path in sorted(proc.glob("*.ipynb")):
         nb = nbformat.read(nb_path, as_version=4)
         if errs := error_outputs(nb): errors[nb_path.stem] = errs
+        _front_matter_to_title(nb)
         for cell in nb.cells:  # nbdev's processing adds cell keys that nbformat's schema rejects
             cell.pop("has_sd", None)
             for key in ("has_sd", "execution"): cell.metadata.pop(key, None)
@@ -49,6 +59,7 @@ def render_html(proc: Path, out: Path) -> list[Path]:
         page = out / f"{nb_path.stem}.html"
         page.write_text(body, encoding="utf-8")
         pages.append(page)
+    if (proc / "images").is_dir(): shutil.copytree(proc / "images", out / "images", dirs_exist_ok=True)
     (out / "errors.json").write_text(json.dumps(errors, indent=1))
     links = "\n".join(f'<li><a href="{p.name}">{html.escape(p.stem)}</a></li>' for p in pages if p.stem != "index")
     home = out / "index.html"
