@@ -5,6 +5,7 @@ Users with Quarto installed run `nbdev-docs` instead. Usage: `python tests/docs_
 from __future__ import annotations
 
 import html
+import re
 import shutil
 import subprocess
 import sys
@@ -39,6 +40,19 @@ def _front_matter_to_title(nb) -> None:
         nb.cells[0] = nbformat.v4.new_markdown_cell(text)
 
 
+def _apply_cell_directives(nb) -> None:
+    "Do what Quarto does with cell directives: `echo: false` hides the code, and no `#|` line is shown."
+    for cell in nb.cells:
+        if cell.cell_type != "code": continue
+        lines = cell.source.splitlines()
+        directives = [l[2:].strip() for l in lines if l.startswith("#|")]
+        cell.source = "\n".join(l for l in lines if not l.startswith("#|")).strip()
+        if "echo: false" in directives: cell.metadata.setdefault("tags", []).append("remove_input")
+        for out in cell.get("outputs", []):  # Quarto link attributes in show_doc's markdown
+            md = out.get("data", {}).get("text/markdown")
+            if md: out["data"]["text/markdown"] = re.sub(r'\{target="_blank"[^}]*\}', "", md)
+
+
 def render_html(proc: Path, out: Path) -> list[Path]:
     """Render each processed notebook in `proc` to `out/NAME.html`, plus `out/index.html` linking them.
     Error outputs saved in the notebooks are listed in `out/errors.json`."""
@@ -46,12 +60,15 @@ def render_html(proc: Path, out: Path) -> list[Path]:
     import nbformat
     from nbconvert import HTMLExporter
     out.mkdir(parents=True, exist_ok=True)
+    from nbconvert.preprocessors import TagRemovePreprocessor
     exporter = HTMLExporter(template_name="lab")
+    exporter.register_preprocessor(TagRemovePreprocessor(remove_input_tags={"remove_input"}), enabled=True)
     pages, errors = [], {}
     for nb_path in sorted(proc.glob("*.ipynb")):
         nb = nbformat.read(nb_path, as_version=4)
         if errs := error_outputs(nb): errors[nb_path.stem] = errs
         _front_matter_to_title(nb)
+        _apply_cell_directives(nb)
         for cell in nb.cells:  # nbdev's processing adds cell keys that nbformat's schema rejects
             cell.pop("has_sd", None)
             for key in ("has_sd", "execution"): cell.metadata.pop(key, None)
