@@ -550,7 +550,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'em_ssl.pretrain._as_range': ('pretrain.html#_as_range', 'em_ssl/pretrain.py'),
                                  'em_ssl.pretrain._clamp01': ('pretrain.html#_clamp01', 'em_ssl/pretrain.py'),
                                  'em_ssl.pretrain._corruption_of': ('pretrain.html#_corruption_of', 'em_ssl/pretrain.py'),
-                                 'em_ssl.pretrain._dihedral_one': ('pretrain.html#_dihedral_one', 'em_ssl/pretrain.py'),
                                  'em_ssl.pretrain._distributed_dl_cls': ('pretrain.html#_distributed_dl_cls', 'em_ssl/pretrain.py'),
                                  'em_ssl.pretrain._em_ssl_version': ('pretrain.html#_em_ssl_version', 'em_ssl/pretrain.py'),
                                  'em_ssl.pretrain._history': ('pretrain.html#_history', 'em_ssl/pretrain.py'),
