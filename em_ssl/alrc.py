@@ -4,29 +4,24 @@
 
 # %% ../nbs/04_alrc.ipynb #a2b7c50c
 from __future__ import annotations
-import inspect, warnings
+import inspect
 from contextlib import contextmanager
 from functools import partial
-from pathlib import Path
 import torch
 from torch import nn, Tensor
-from fastcore.basics import patch
-from fastcore.xtras import join_path_file
-from fastai.callback.core import Callback
-from fastai.learner import Learner
 from fastai.torch_core import find_bs
+from .training import StatefulCallback
 
 # %% auto #0
 __all__ = ['ALRC_N_SIGMA', 'ALRC_DECAY', 'ALRC_MU1_START', 'ALRC_MU2_START', 'ALRC_EPS', 'alrc_threshold', 'alrc', 'huberise',
-           'ALRC', 'loss_not_reduced', 'per_item_loss', 'ALRCLoss', 'StatefulCallback', 'callback_state_path',
-           'save_callback_state', 'load_callback_state', 'ALRCCallback']
+           'ALRC', 'loss_not_reduced', 'per_item_loss', 'ALRCLoss', 'ALRCCallback']
 
 # %% ../nbs/04_alrc.ipynb #783d36c5
-ALRC_N_SIGMA = 3.0       # paper appendix A, notes sec. 2: cap at n=3 running standard deviations above the mean
-ALRC_DECAY = 0.999       # notes sec. 2: beta_1 = beta_2 = 0.999 (alrc.py)
-ALRC_MU1_START = 25.0    # notes sec. 2: alrc.py default initial first raw moment
-ALRC_MU2_START = 900.0   # notes sec. 2: alrc.py default initial second raw moment (overestimate, mu2 > mu1**2)
-ALRC_EPS = 1e-8          # notes sec. 2: sigma = sqrt(mu2 - mu1**2 + 1e-8)
+ALRC_N_SIGMA = 3.0       # Ede & Beanland 2020, appendix A (algorithm 1): cap at n=3 running standard deviations above the mean
+ALRC_DECAY = 0.999       # Jeffrey-Ede/ALRC, alrc.py: beta_1 = beta_2 = 0.999
+ALRC_MU1_START = 25.0    # Jeffrey-Ede/ALRC, alrc.py: default initial first raw moment
+ALRC_MU2_START = 900.0   # Jeffrey-Ede/ALRC, alrc.py: default initial second raw moment (overestimate, mu2 > mu1**2)
+ALRC_EPS = 1e-8          # Jeffrey-Ede/ALRC, alrc.py: sigma = sqrt(mu2 - mu1**2 + 1e-8)
 
 def alrc_threshold(mu1, mu2, n_sigma: float = ALRC_N_SIGMA) -> Tensor:
     "The clipping threshold $L_\\max = \\mu_1 + n\\sqrt{\\mu_2-\\mu_1^2+\\epsilon}$ (variance floored at 0)."
@@ -126,68 +121,6 @@ class ALRCLoss(nn.Module):
     # fastai's get_preds/predict use the loss function's activation and decodes
     def activation(self, x): return getattr(self.loss_func, 'activation', lambda o: o)(x)
     def decodes(self, x): return getattr(self.loss_func, 'decodes', lambda o: o)(x)
-
-# %% ../nbs/04_alrc.ipynb #27790d24
-class StatefulCallback(Callback):
-    "A callback whose training state is saved and loaded with `Learner.save`/`Learner.load`."
-    _em_ssl_stateful = True  # recognised by this marker, so copies of the class (a notebook and the package) agree
-    def state_dict(self) -> dict: raise NotImplementedError
-    def load_state_dict(self, state: dict): raise NotImplementedError
-
-def callback_state_path(model_file) -> Path:
-    "The side file holding callback states for model checkpoint `model_file` (`x.pth` -> `x.callbacks.pth`)."
-    p = Path(model_file)
-    return p.with_name((p.name[:-4] if p.suffix == '.pth' else p.name) + '.callbacks.pth')
-
-def _stateful_cbs(learn) -> dict:
-    cbs = {}
-    for cb in learn.cbs:
-        if getattr(type(cb), '_em_ssl_stateful', False):
-            key, i = cb.name, 1
-            while key in cbs: key, i = f"{cb.name}_{i}", i + 1
-            cbs[key] = cb
-    return cbs
-
-def save_callback_state(learn, model_file) -> Path | None:
-    "Write the states of `learn`'s stateful callbacks next to `model_file`; returns the side file (None if no such callbacks)."
-    cbs = _stateful_cbs(learn)
-    if not cbs: return None
-    path = callback_state_path(model_file)
-    torch.save({k: cb.state_dict() for k, cb in cbs.items()}, path)
-    return path
-
-def load_callback_state(learn, model_file, missing_ok: bool = True) -> bool:
-    "Restore stateful callbacks from the side file of `model_file`; returns whether a file was found."
-    cbs, path = _stateful_cbs(learn), callback_state_path(model_file)
-    if not cbs: return path.exists()
-    if not path.exists():
-        if not missing_ok: raise FileNotFoundError(f"callback state file not found: {path}")
-        warnings.warn(f"no callback state at {path}: {', '.join(cbs)} keep their current state")
-        return False
-    states = torch.load(path, map_location='cpu', weights_only=True)
-    for k, cb in cbs.items():
-        if k in states: cb.load_state_dict(states[k])
-        else: warnings.warn(f"{path} has no state for callback {k!r}")
-    return True
-
-if not getattr(Learner.save, '_em_ssl_callback_state', False):
-    _fastai_save, _fastai_load = Learner.save, Learner.load
-
-    @patch
-    def save(self: Learner, file, **kwargs):
-        "Save model and optimizer state (if `with_opt`), plus the state of any `StatefulCallback`s (em_ssl)."
-        path = _fastai_save(self, file, **kwargs)
-        save_callback_state(self, path)
-        return path
-
-    @patch
-    def load(self: Learner, file, device=None, **kwargs):
-        "Load model and optimizer state (if `with_opt`), plus the state of any `StatefulCallback`s (em_ssl)."
-        res = _fastai_load(self, file, device=device, **kwargs)
-        load_callback_state(self, join_path_file(file, self.path/self.model_dir, ext='.pth'))
-        return res
-
-    Learner.save._em_ssl_callback_state = Learner.load._em_ssl_callback_state = True
 
 # %% ../nbs/04_alrc.ipynb #065e9d25
 class ALRCCallback(StatefulCallback):

@@ -10,19 +10,18 @@ import os
 import re
 import sys
 import tempfile
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple
+from typing import Iterable
 
 import numpy as np
 
 # %% auto #0
 __all__ = ['MICROGRAPH_EXTENSIONS', 'GRAY_TOLERANCE', 'LUMA_WEIGHTS', 'UNIFORM_VALUE', 'DIHEDRAL_COUNT', 'MicrographError',
            'UnsupportedFormatError', 'CorruptFileError', 'InvalidImageError', 'MissingDependencyError', 'Micrograph',
-           'check_image', 'load_micrograph', 'load_image', 'atomic_write', 'save_checkpoint', 'save_tiff', 'normalize',
-           'crop_origins', 'tile_crops', 'dihedral', 'dihedral_inverse', 'get_micrograph_files', 'Crop', 'pad_to',
-           'iter_crops', 'MicrographFolder']
+           'check_image', 'load_micrograph', 'load_image', 'count_pages', 'image_shape', 'atomic_write',
+           'save_checkpoint', 'save_tiff', 'minmax', 'normalize', 'crop_origins', 'tile_crops', 'pad_to', 'dihedral',
+           'dihedral_inverse', 'get_micrograph_files']
 
 # %% ../nbs/00_io.ipynb #ba4db929
 class MicrographError(ValueError):
@@ -171,10 +170,11 @@ def _read_tiff(path: Path, page: int | None, color: str) -> tuple:
         elif arr.ndim == 3 and pg.samplesperpixel > 1:  # grey with extra samples: treat samples as pages
             if n > 1: raise InvalidImageError(f"{path}: multi-page TIFF with {pg.samplesperpixel} grey samples per page is ambiguous")
             if int(pg.planarconfig) == 1: arr = np.moveaxis(arr, -1, 0)
-            arr = _select_page(arr, page, path)
-        if arr.ndim == 2 and n == 1: _page_index(page, 1, path)
+            n, arr = arr.shape[0], _select_page(arr, page, path)
+        if n == 1: _page_index(page, 1, path)
         pixel_size, unit = _tiff_calibration(tif, pg)
-        meta = dict(format='tiff', n_pages=n, page=idx, original_dtype=str(pg.dtype), original_shape=tuple(pg.shape))
+        meta = dict(format='tiff', n_pages=n, page=idx if n == len(pages) else _page_index(page, n, path),
+                    original_dtype=str(pg.dtype), original_shape=tuple(pg.shape))
         if tif.is_imagej: meta['imagej'] = {k: v for k, v in tif.imagej_metadata.items() if np.isscalar(v)}
     return arr, pixel_size, unit, meta
 
@@ -327,6 +327,55 @@ def load_image(path, page: int | None = None, **kwargs) -> np.ndarray:
     "`load_micrograph(path, page).data`: the image as a 2-D float32 array."
     return load_micrograph(path, page, **kwargs).data
 
+# %% ../nbs/00_io.ipynb #c635d3e7
+_PIL_EXTS = ('.png', '.jpg', '.jpeg', '.bmp')
+
+def _header_pages_shape(path: Path, page: int | None) -> tuple[int, tuple[int, int] | None]:
+    "(page count, (H, W) of `page` or None when the header cannot tell) without decoding pixels."
+    ext = path.suffix.lower()
+    if ext in ('.tif', '.tiff'):
+        import tifffile
+        with tifffile.TiffFile(path) as tif:
+            n, pg = len(tif.pages), tif.pages[0]
+            if n == 1 and len(pg.shape) == 3 and pg.samplesperpixel > 1 and int(pg.photometric) not in (2, 3):
+                n = int(pg.samplesperpixel)          # grey samples are pages (as in `_read_tiff`)
+                return n, tuple(pg.shape[1:] if int(pg.planarconfig) == 2 else pg.shape[:2])
+            pg = tif.pages[page % n if page is not None and -n <= page < n else 0]
+            return n, (tuple(pg.shape) if len(pg.shape) == 2 else None)
+    if ext in _PIL_EXTS:
+        from PIL import Image
+        with Image.open(path) as im: return getattr(im, 'n_frames', 1), (im.size[1], im.size[0])
+    if ext == '.npy':
+        s = np.load(path, allow_pickle=False, mmap_mode='r').shape
+        return (s[0] if len(s) == 3 else 1), (tuple(s[-2:]) if len(s) in (2, 3) else None)
+    if ext in ('.mrc', '.mrcs'):
+        mrcfile = _require('mrcfile', 'mrcfile')
+        with mrcfile.mmap(path, mode='r', permissive=False) as mrc:
+            s = mrc.data.shape
+        return (s[0] if len(s) == 3 else 1), (tuple(s[-2:]) if len(s) in (2, 3) else None)
+    return 0, None
+
+def _pages_shape(path, page: int | None = None) -> tuple[int, tuple[int, int]]:
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"No such micrograph file: '{path}'")
+    try: n, shape = _header_pages_shape(path, page)
+    except (MicrographError, MissingDependencyError): raise
+    except Exception: n, shape = 0, None                   # damaged header: let the full reader explain
+    if n == 0 or shape is None:                            # other formats (DM, EMD, SER): read the image
+        m = load_micrograph(path, page if page is not None else (0 if n != 1 else None))
+        n = n or int(m.metadata.get('n_pages', 1))
+        shape = m.shape
+    if page is not None: _page_index(page, n, path)
+    return int(n), (int(shape[0]), int(shape[1]))
+
+def count_pages(path) -> int:
+    "Number of images (pages) in micrograph file `path`: 1 for a single image, the stack depth for stacks."
+    return _pages_shape(path)[0]
+
+def image_shape(path, page: int | None = None) -> tuple[int, int]:
+    "(H, W) of image `page` of `path` (the first when None), from the header where the format allows."
+    return _pages_shape(path, page)[1]
+
 # %% ../nbs/00_io.ipynb #83d6a282
 def _ascii_unit(unit: str) -> str:
     "ImageJ metadata is ASCII: write non-ASCII unit characters as ImageJ's `\\uXXXX` escapes (e.g. µm, Å)."
@@ -371,17 +420,20 @@ def save_tiff(path, array, overwrite: bool = False, pixel_size: float | None = N
     return atomic_write(path, lambda tmp: tifffile.imwrite(tmp, arr.astype(np.float32), imagej=True, **kw), overwrite)
 
 # %% ../nbs/00_io.ipynb #d1352015
-UNIFORM_VALUE = 0.5  # value of a uniform image after normalisation: the paper's 0 in [-1, 1] (Ede & Beanland §2.1)
+UNIFORM_VALUE = 0.5  # value of a uniform image after normalisation: the paper's 0 in [-1, 1] (Ede & Beanland 2020, sec. 2.1)
+
+def minmax(a, lo: float = 0., hi: float = 1.) -> np.ndarray:
+    "Min-max scale finite array `a` to [`lo`, `hi`] as float64; a constant array becomes the middle, (lo + hi) / 2."
+    a = np.asarray(a, dtype=np.float64)
+    amin, amax = a.min(), a.max()
+    if not amax > amin: return np.full(a.shape, (lo + hi) / 2)
+    return lo + (a - amin) * ((hi - lo) / (amax - amin))
 
 def normalize(img) -> np.ndarray:
     "Non-finite -> 0, then min-max scale to [0, 1]; a uniform image becomes `UNIFORM_VALUE`. Returns a new float32 array."
     arr = check_image(img).astype(np.float64)
     arr[~np.isfinite(arr)] = 0.
-    lo, hi = arr.min(), arr.max()
-    if hi == lo: return np.full(arr.shape, UNIFORM_VALUE, np.float32)
-    return np.clip((arr - lo) / (hi - lo), 0., 1.).astype(np.float32)
-
-_normalize = normalize  # alias for functions that take a `normalize` flag
+    return np.clip(minmax(arr), 0., 1.).astype(np.float32)
 
 # %% ../nbs/00_io.ipynb #8751fb2f
 def crop_origins(shape: tuple[int, int], size: int) -> list[tuple[int, int]]:
@@ -403,8 +455,20 @@ def tile_crops(img, size: int) -> np.ndarray:
     ny, nx = h // size, w // size
     return arr[:ny * size, :nx * size].reshape(ny, size, nx, size).swapaxes(1, 2).reshape(-1, size, size).copy()
 
+# %% ../nbs/00_io.ipynb #9442e923
+def pad_to(img, size: int) -> np.ndarray:
+    "Centred reflect padding of the last two axes of `img` so that both are at least `size` (1-px sides are repeated)."
+    img = np.asarray(img)
+    if not isinstance(size, (int, np.integer)) or size <= 0: raise ValueError(f"pad size must be a positive int, got {size!r}")
+    if img.ndim < 2 or img.size == 0: raise InvalidImageError(f"pad_to needs a non-empty [..., H, W] array, got shape {img.shape}")
+    h, w = img.shape[-2:]
+    ph, pw = max(0, size - h), max(0, size - w)
+    if not (ph or pw): return img
+    width = [(0, 0)] * (img.ndim - 2) + [(ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)]
+    return np.pad(img, width, mode='reflect')  # numpy reflects repeatedly for wide pads, repeats 1-px sides
+
 # %% ../nbs/00_io.ipynb #2f7171a6
-DIHEDRAL_COUNT = 8  # |D4|: 4 rotations x optional flip (Ede & Beanland §2.1: "augment the dataset by a factor of 8")
+DIHEDRAL_COUNT = 8  # |D4|: 4 rotations x optional flip (Ede & Beanland 2020, sec. 2.1: "augment the dataset by a factor of 8")
 
 def _is_tensor(x) -> bool:
     torch = sys.modules.get('torch')
@@ -442,46 +506,3 @@ def get_micrograph_files(path, recurse: bool = True, extensions: Iterable[str] =
         dirs[:] = [d for d in dirs if not d.startswith('.')] if recurse else []
         files += [Path(root) / n for n in names if not n.startswith('.') and Path(n).suffix.lower() in exts]
     return sorted(files)
-
-# %% ../nbs/00_io.ipynb #3c3c8969
-class Crop(NamedTuple):
-    "One crop from `iter_crops`: the (size, size) float32 `data`, the source `path`, its top-left (`y`, `x`)."
-    data: np.ndarray
-    path: Path
-    y: int
-    x: int
-    padded: bool = False
-
-def pad_to(img: np.ndarray, size: int) -> np.ndarray:
-    "Mirror-pad a 2-D image on the bottom/right so that both sides are at least `size`."
-    ph, pw = max(0, size - img.shape[0]), max(0, size - img.shape[1])
-    return np.pad(img, ((0, ph), (0, pw)), mode='symmetric') if ph or pw else img
-
-def iter_crops(files, size: int, small: str = 'pad', normalize: bool = True, on_error: str = 'raise',
-               page: int | None = None) -> Iterator[Crop]:
-    "Lazily yield `Crop`s of `size`x`size` from `files` (one file in memory at a time), see the rules above."
-    if small not in ('pad', 'skip', 'error'): raise ValueError(f"small must be 'pad', 'skip' or 'error', got {small!r}")
-    if on_error not in ('raise', 'skip'): raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    if not isinstance(size, (int, np.integer)) or size <= 0: raise ValueError(f"crop size must be a positive int, got {size!r}")
-    for f in ([files] if isinstance(files, (str, Path)) else files):
-        try: img = load_image(f, page=page)
-        except (MicrographError, OSError) as e:
-            if on_error == 'raise': raise
-            warnings.warn(f"skipping {f}: {e}"); continue
-        padded = img.shape[0] < size or img.shape[1] < size
-        if padded:
-            if small == 'skip': continue
-            if small == 'error':
-                raise InvalidImageError(f"'{f}' of shape {img.shape} is smaller than the crop size {size}")
-            img = pad_to(img, size)
-        for (y, x), c in zip(crop_origins(img.shape, size), tile_crops(img, size)):
-            yield Crop(_normalize(c) if normalize else c, Path(f), y, x, padded)
-
-class MicrographFolder:
-    "A re-iterable stream of `size`x`size` crops from every micrograph under `path` (see `iter_crops`)."
-    def __init__(self, path, size: int, recurse: bool = True, **crop_kwargs):
-        self.path, self.size, self.crop_kwargs = Path(path), size, crop_kwargs
-        self.files = get_micrograph_files(path, recurse=recurse)
-        if not self.files: raise FileNotFoundError(f"No micrograph files ({', '.join(MICROGRAPH_EXTENSIONS)}) under '{path}'")
-    def __iter__(self) -> Iterator[Crop]: return iter_crops(self.files, self.size, **self.crop_kwargs)
-    def __repr__(self): return f"MicrographFolder('{self.path}', {len(self.files)} files, crops of {self.size} px)"

@@ -14,7 +14,7 @@ from scipy.optimize import nnls
 
 # %% auto #0
 __all__ = ['PAPER_WN_INIT_STD', 'PAPER_BN_DECAY', 'PAPER_DISC_INIT_STD', 'PAPER_SN_POWER_ITERATIONS', 'PAPER_LEAKY_SLOPE',
-           'ISOTROPIC_RIDGE', 'MeanOnlyBatchNorm', 'freeze_mean_only_bn', 'WNConv2d', 'WNConvTranspose2d',
+           'ISOTROPIC_RIDGE', 'MeanOnlyBatchNorm', 'freeze_mean_only_bn', 'WNConvBase', 'WNConv2d', 'WNConvTranspose2d',
            'data_dependent_init', 'sn_conv2d', 'largest_singular_value', 'isotropic_offset_probs', 'crop_coverage',
            'uniform_offset_probs', 'isotropic_crop_positions', 'isotropic_crops']
 
@@ -67,8 +67,8 @@ def _make_act(act) -> nn.Module:
     if act == 'leaky_relu': return nn.LeakyReLU(0.01)
     raise ValueError(f"unknown activation {act!r}; use 'relu', 'leaky_relu', 'none', None or an nn.Module")
 
-class _WNConvBase(nn.Module):
-    "Shared forward / data-dependent init for weight-normalised convolutions."
+class WNConvBase(nn.Module):
+    "Shared forward / data-dependent init of `WNConv2d` and `WNConvTranspose2d` (public: `fuse_for_inference` folds them)."
     _wn_dim: int = 0
     def _setup(self, conv: nn.Module, out_ch: int, init_std: float, norm: bool, act, use_running_mean: bool):
         nn.init.normal_(conv.weight, 0.0, init_std)
@@ -111,7 +111,7 @@ class _WNConvBase(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor: return self.act(self.preact(x))
 
 # %% ../nbs/06_layers.ipynb #95ee070d
-class WNConv2d(_WNConvBase):
+class WNConv2d(WNConvBase):
     "Weight-normalised `Conv2d` (no bias, 'same' padding) -> `MeanOnlyBatchNorm` -> activation."
     _wn_dim = 0
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, stride: int = 1,
@@ -123,7 +123,7 @@ class WNConv2d(_WNConvBase):
         conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=kernel_size // 2, bias=False)
         self._setup(conv, out_ch, init_std, norm, act, use_running_mean)
 
-class WNConvTranspose2d(_WNConvBase):
+class WNConvTranspose2d(WNConvBase):
     "Weight-normalised `ConvTranspose2d` (no bias; stride s multiplies H,W by s) -> `MeanOnlyBatchNorm` -> activation."
     _wn_dim = 1  # ConvTranspose2d weights are [in, out, k, k]: normalise per output channel
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, stride: int = 2,
@@ -133,11 +133,14 @@ class WNConvTranspose2d(_WNConvBase):
                                   output_padding=stride - 1, bias=False)
         self._setup(conv, out_ch, init_std, norm, act, use_running_mean)
 
+_WNConvBase = WNConvBase  # deprecated private alias, kept until em_ssl.inference stops importing it
+
+
 # %% ../nbs/06_layers.ipynb #0c55c5da
 @torch.no_grad()
 def data_dependent_init(model: nn.Module, x, *args, **kwargs) -> nn.Module:
     "Set weight-norm gains of every `WNConv2d`/`WNConvTranspose2d` in `model` so outputs have unit channel std on `x`."
-    layers = [m for m in model.modules() if isinstance(m, _WNConvBase)]
+    layers = [m for m in model.modules() if isinstance(m, WNConvBase)]
     if not layers: raise ValueError("data_dependent_init: model has no WNConv2d/WNConvTranspose2d layers")
     was_training = model.training
     model.train()

@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 from fastai.torch_core import find_bs
 from fastai.torch_core import retain_type
-from .alrc import StatefulCallback, per_item_loss
+from .alrc import per_item_loss
+from .training import StatefulCallback
 
 # %% auto #0
 __all__ = ['REPLAY_SIZE', 'REPLAY_P', 'REPLAY_MOMENT_DECAY', 'REPLAY_MU1_START', 'REPLAY_MU2_START', 'REPLAY_RATE_START',
@@ -17,15 +18,15 @@ __all__ = ['REPLAY_SIZE', 'REPLAY_P', 'REPLAY_MOMENT_DECAY', 'REPLAY_MU1_START',
            'HardExampleReplay', 'HardExampleReplayCallback']
 
 # %% ../nbs/05_replay.ipynb #392fb513
-REPLAY_SIZE = 50              # paper sec. 2.3 / notes sec. 3: buffer of 50 examples
-REPLAY_P = 0.2                # notes sec. 3: each step replays a buffer example with probability 0.2
-REPLAY_MOMENT_DECAY = 0.99    # notes sec. 3: running moments of the loss, beta = 0.99 ...
+REPLAY_SIZE = 50              # Ede & Beanland 2020, sec. 2.3: buffer of 50 examples
+REPLAY_P = 0.2                # Jeffrey-Ede/partial-STEM @9167660, train.py: each step replays a buffer example with probability 0.2
+REPLAY_MOMENT_DECAY = 0.99    # Jeffrey-Ede/partial-STEM @9167660, train.py: running moments of the loss, beta = 0.99 ...
 REPLAY_MU1_START = 1.5        # ... starting at mu1 = 1.5 ...
 REPLAY_MU2_START = 4.0        # ... and mu2 = 4
-REPLAY_RATE_START = 0.2       # notes sec. 3: add-rate tracker starts at 0.2 ...
+REPLAY_RATE_START = 0.2       # Jeffrey-Ede/partial-STEM @9167660, train.py: add-rate tracker starts at 0.2 ...
 REPLAY_RATE_DECAY = 0.99      # ... updated as t <- 0.99 t (+ 0.01 when an example is added)
-REPLAY_TARGET_RATE = 0.2      # notes sec. 3: target add rate 20 %
-REPLAY_THRESH_START = 0.0     # notes sec. 3: threshold starts at 0 ...
+REPLAY_TARGET_RATE = 0.2      # Jeffrey-Ede/partial-STEM @9167660, train.py: target add rate 20 %
+REPLAY_THRESH_START = 0.0     # Jeffrey-Ede/partial-STEM @9167660, train.py: threshold starts at 0 ...
 REPLAY_THRESH_DECAY = 0.99    # ... and moves as thresh <- 0.99 thresh + 0.01 (mean -/+ 5 std)
 REPLAY_N_STD = 5.0
 

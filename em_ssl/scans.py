@@ -4,30 +4,29 @@
 
 # %% ../nbs/01_scans.ipynb #6413b540
 from __future__ import annotations
-import base64, io, json, math
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 from fasttransform import ItemTransform
 from fastai.torch_core import TensorImage
+from .io import check_image, minmax, dihedral, DIHEDRAL_COUNT
+from .metrics import gaussian_blur
 
 # %% auto #0
-__all__ = ['SCAN_TYPES', 'COVERAGE_RANGE', 'NOISE_TYPES', 'PAPER_PATH_BLUR', 'PAPER_NOISE_BLUR', 'DEFAULT_DOSE', 'RASTER_STEP',
-           'CPU_CHUNK_PIXELS', 'MAX_WANDERING_COVERAGE', 'LISSAJOUS_RATIO', 'ScanPath', 'mask_coverage',
-           'dose_fraction', 'spiral_scan', 'grid_scan', 'random_scan', 'raster_scan', 'lissajous_scan', 'scan_path',
-           'scan_mask', 'dwell_noise', 'poisson_noise', 'simulate_partial_scan', 'nn_infill', 'dwell_noise_batch',
-           'poisson_noise_batch', 'simulate_batch', 'mask_batch', 'PartialScanTransform', 'scan_explorer',
-           'scan_demo_html']
+__all__ = ['SCAN_TYPES', 'COVERAGE_RANGE', 'NOISE_TYPES', 'PAPER_PATH_BLUR', 'DEFAULT_DOSE', 'RASTER_STEP', 'CPU_CHUNK_PIXELS',
+           'MAX_WANDERING_COVERAGE', 'LISSAJOUS_RATIO', 'ScanPath', 'mask_coverage', 'dose_fraction', 'spiral_scan',
+           'grid_scan', 'random_scan', 'raster_scan', 'lissajous_scan', 'scan_path', 'scan_mask', 'dwell_noise',
+           'poisson_noise', 'simulate_partial_scan', 'nn_infill', 'dwell_noise_batch', 'poisson_noise_batch',
+           'simulate_batch', 'mask_batch', 'PartialScanTransform']
 
 # %% ../nbs/01_scans.ipynb #0fd5fd26
 SCAN_TYPES = ("spiral", "grid", "random", "raster", "lissajous")
 COVERAGE_RANGE = (0.01, 0.1)  # advisory: the paper's 1/100 ... 1/10 coverages (Ede & Beanland, Fig. 1)
 NOISE_TYPES = ("dwell", "poisson", "none")
-PAPER_PATH_BLUR = np.array([0.25, 0.5, 0.25])  # cv2.GaussianBlur 3x3, sigma=0 separable kernel (notes §1)
-PAPER_NOISE_BLUR = (5, 2.5)  # 5x5 Gaussian, sigma 2.5 px, for the noise term B (notes §1, `gen_lq`)
+PAPER_PATH_BLUR = np.array([0.25, 0.5, 0.25])  # cv2.GaussianBlur 3x3, sigma=0 separable kernel (partial-STEM @9167660, train.py `inspiral`)
 DEFAULT_DOSE = 100.0  # Poisson model: mean electrons per pixel at full dwell and intensity 1 (our choice)
 RASTER_STEP = 0.35  # px between dense samples along continuous curves (< 0.5, so no pixel is skipped)
 CPU_CHUNK_PIXELS = 2**18  # simulate_batch works through CPU batches in chunks of ~0.25 Mpx (one 512^2 image: cache-friendly)
@@ -186,7 +185,7 @@ def _path_from_visits(flat: np.ndarray, shape, kind: str) -> ScanPath:
 
 # %% ../nbs/01_scans.ipynb #762c2c4f
 def _walk(n_lines: int, length: int, half: float, amp: float, rng_seed) -> np.ndarray:
-    "Momentum random walks (n_lines, length) reflecting at +-half (notes §1, grid-like scans)."
+    "Momentum random walks (n_lines, length) reflecting at +-half (partial-STEM @9167660, misc/create_rand_walk_examples.py)."
     rng = np.random.default_rng(rng_seed)
     branch = rng.random((length, n_lines)) < 0.5
     eps = rng.standard_normal((length, n_lines))
@@ -294,22 +293,9 @@ def scan_mask(kind: str, shape, coverage: float, seed: int | None = None, blur: 
     return scan_path(kind, shape, coverage, seed).to_mask(blur=blur)
 
 # %% ../nbs/01_scans.ipynb #98568a90
-def _gaussian_kernel1d(size: int = PAPER_NOISE_BLUR[0], sigma: float = PAPER_NOISE_BLUR[1]) -> np.ndarray:
-    x = np.arange(size) - (size - 1) / 2
-    g = np.exp(-x**2 / (2 * sigma**2))
-    return g / g.sum()
-
-def _noise_blur(img01: np.ndarray) -> np.ndarray:
-    "The paper's 5x5 sigma=2.5 Gaussian blur (reflect borders without edge repeat, as TF/torch 'reflect')."
-    g = _gaussian_kernel1d()
-    return ndimage.correlate1d(ndimage.correlate1d(img01, g, axis=0, mode='mirror'), g, axis=1, mode='mirror')
-
-def _minmax(a, lo=0.0, hi=1.0):
-    "Min-max scale to [lo, hi]; a constant array maps to the middle of the range."
-    a = np.asarray(a, dtype=np.float64)
-    amin, amax = a.min(), a.max()
-    if amax - amin <= 0: return np.full(a.shape, (lo + hi) / 2)
-    return lo + (a - amin) * (hi - lo) / (amax - amin)
+def _blur_np(img: np.ndarray) -> np.ndarray:
+    "The paper's 5x5 sigma=2.5 blur (`em_ssl.metrics.gaussian_blur`) of a 2-D numpy array."
+    return gaussian_blur(torch.from_numpy(np.ascontiguousarray(img))).numpy()
 
 def _check_pair(img01, mask):
     img01, mask = np.asarray(img01, np.float64), np.asarray(mask, np.float64)
@@ -323,7 +309,7 @@ def dwell_noise(img01: np.ndarray, mask: np.ndarray, rng: np.random.Generator | 
     img01, m = _check_pair(img01, mask)
     if u is None: u = np.random.default_rng(rng).random(img01.shape)
     i_pm = 2 * img01 - 1                                   # I in [-1, 1]
-    b_pm = _minmax(_noise_blur(img01), -1, 1)              # B: blurred I rescaled to [-1, 1]
+    b_pm = minmax(_blur_np(img01), -1, 1)                  # B: blurred I rescaled to [-1, 1]
     v = m * (m * i_pm + 2 * (1 - m) * u * b_pm)
     return np.where(m > 0, np.clip((v + 1) / 2, 0, 1), 0).astype(np.float32)
 
@@ -337,13 +323,6 @@ def poisson_noise(img01: np.ndarray, mask: np.ndarray, dose: float = DEFAULT_DOS
     return np.where(m > 0, np.clip(est, 0, 1), 0).astype(np.float32)
 
 # %% ../nbs/01_scans.ipynb #76245127
-def _check_image(img) -> np.ndarray:
-    a = np.asarray(img)
-    if a.ndim != 2 or a.size == 0: raise ValueError(f"image must be a non-empty 2-D array, got shape {a.shape}")
-    a = a.astype(np.float64)
-    if not np.isfinite(a).any(): raise ValueError("image has no finite values")
-    return a
-
 def _noise_name(noise) -> str:
     n = "none" if noise is None else noise
     if n not in NOISE_TYPES: raise ValueError(f"unknown noise {noise!r}; choose from {NOISE_TYPES} or None")
@@ -352,11 +331,12 @@ def _noise_name(noise) -> str:
 def simulate_partial_scan(img: np.ndarray, kind: str = "spiral", coverage: float = 0.05, noise: str | None = "dwell",
                           dose: float = DEFAULT_DOSE, seed: int | None = None, blur: bool = False) -> tuple[np.ndarray, np.ndarray]:
     "Partial scan of `img`: (partial in the input's intensity scale, 0 where unsampled; mask in [0,1]), float32 HxW."
-    a = _check_image(img)
+    check_image(img)
     noise = _noise_name(noise)
+    a = np.asarray(img, np.float64)
     a = np.where(np.isfinite(a), a, 0.0)                 # paper: non-finite -> 0
     lo, hi = a.min(), a.max()
-    x01 = (a - lo) / (hi - lo) if hi > lo else np.full(a.shape, 0.5)
+    x01 = minmax(a)                                      # [0, 1]; a constant image -> 0.5
     mask = scan_mask(kind, a.shape, coverage, seed=seed, blur=blur)
     rng = np.random.default_rng(None if seed is None else [int(seed), 7])
     if noise == "dwell": p01 = dwell_noise(x01, mask, rng)
@@ -374,50 +354,9 @@ def nn_infill(partial: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return partial[tuple(idx)].astype(np.float32)
 
 # %% ../nbs/01_scans.ipynb #95e69c80
-def _gaussian_blur_torch(x: torch.Tensor) -> torch.Tensor:
-    "The paper's 5x5 sigma=2.5 blur of [B,1,H,W] with reflect padding (one depthwise conv, batch as channels)."
-    g = torch.as_tensor(_gaussian_kernel1d(), dtype=x.dtype, device=x.device)
-    r, n = len(g) // 2, x.shape[0]
-    xp = F.pad(x, (r, r, r, r), mode='reflect').view(1, n, x.shape[-2] + 2 * r, x.shape[-1] + 2 * r)
-    if x.device.type == 'cpu': xp = xp.contiguous(memory_format=torch.channels_last)  # much faster depthwise on CPU
-    out = F.conv2d(xp, torch.outer(g, g).expand(n, 1, 2 * r + 1, 2 * r + 1), groups=n)
-    return out.contiguous().view(x.shape)
-
-def _kernel_factors(g: np.ndarray) -> tuple[float, float]:
-    "(a, b) with the symmetric 5-tap kernel g = g[0] * [1, a, 1] * [1, b, 1] (convolution; real roots for the paper's g)."
-    p, q = g[1] / g[0], g[2] / g[0] - 2                     # a + b and a * b
-    d = math.sqrt(p * p - 4 * q)
-    return float((p + d) / 2), float((p - d) / 2)
-
-def _tap3(src: torch.Tensor, dst: torch.Tensor, shape: tuple, axis: int, c: float):
-    "dst = src[j-1] + c*src[j] + src[j+1] along `axis` (-1: x, -2: y) of [k, H*W] buffers, reflect-101 ends."
-    k, (n, w) = src.shape[0], shape
-    s, m = (1, w) if axis == -1 else (w, n)
-    L = n * w - 2 * s                                        # flat shifted views: along x (s=1) or y (s=W)
-    d = dst[:, s:s + L]
-    torch.add(src[:, :L], src[:, 2 * s:], out=d)
-    d.add_(src[:, s:s + L], alpha=c)
-    s3, d3 = src.view(k, n, w), dst.view(k, n, w)            # the ends (x: also fixes the wrap-around between rows)
-    for j, nb in ((0, 1), (m - 1, m - 2)):
-        a, b = (s3[..., j], s3[..., nb]) if axis == -1 else (s3[:, j], s3[:, nb])
-        torch.add(b * 2, a, alpha=c, out=d3[..., j] if axis == -1 else d3[:, j])
-
-def _blur_unscaled(x: torch.Tensor) -> torch.Tensor:
-    """The paper's 5x5 blur of contiguous [k,1,H,W] (H, W >= 3) divided by g[0]**2, as [k, H*W] (CPU fast path).
-    The kernel factors as g = g[0] * [1,a,1] * [1,b,1], so the blur is four 3-tap passes of two elementwise ops
-    each, ping-ponging between two buffers (a small working set: that matters more than the number of ops)."""
-    k, h, w = x.shape[0], x.shape[-2], x.shape[-1]
-    ca, cb = _kernel_factors(_gaussian_kernel1d())
-    src = x.reshape(k, h * w)
-    p, q = torch.empty_like(src), torch.empty_like(src)
-    _tap3(src, p, (h, w), -1, ca); _tap3(p, q, (h, w), -1, cb)
-    _tap3(q, p, (h, w), -2, ca); _tap3(p, q, (h, w), -2, cb)
-    return q
-
 def _blur_minmax(x: torch.Tensor):
     "(b, min, max): a positive multiple b of the paper's blur B of [k,1,H,W], as [k, H*W] (the min-max normalisation of B removes the factor)."
-    if x.device.type == 'cpu' and min(x.shape[-2:]) >= 3: b = _blur_unscaled(x.contiguous())
-    else: b = _gaussian_blur_torch(x).reshape(x.shape[0], -1)
+    b = gaussian_blur(x, normalized=False).reshape(x.shape[0], -1)
     return b, b.amin(1), b.amax(1)
 
 def _check_batch(imgs, masks):
@@ -510,13 +449,6 @@ def simulate_batch(imgs: torch.Tensor, masks: torch.Tensor, noise: str | None = 
 # %% ../nbs/01_scans.ipynb #274362c7
 _BANKS: dict = {}
 
-def _dihedral(x: torch.Tensor, t: int) -> torch.Tensor:
-    "Dihedral transform `t` (bit 0: flip x, bit 1: flip y, bit 2: transpose) of [..., H, W]."
-    if t & 1: x = x.flip(-1)
-    if t & 2: x = x.flip(-2)
-    if t & 4: x = x.transpose(-1, -2)
-    return x
-
 def _mask_bank(kinds: tuple, shape, covs: tuple, blur: bool, bank_size: int, device, n_stacks: int = 1) -> torch.Tensor:
     """Cached [n_stacks, len(kinds)*len(covs)*bank_size, H, W] calibrated maps (seeds 0..bank_size-1) on `device`.
 
@@ -529,6 +461,17 @@ def _mask_bank(kinds: tuple, shape, covs: tuple, blur: bool, bank_size: int, dev
         _BANKS[key] = torch.stack(stacks).contiguous().to(device)
     return _BANKS[key]
 
+@lru_cache(maxsize=None)
+def _dihedral_rows(square: bool = True, transforms: bool = True) -> torch.Tensor:
+    """[n, 2] (stack, reversed rows) giving `dihedral(map, k)` from the `_mask_bank` stacks for the allowed k: all 8
+    (square), the shape-preserving k = 0, 2, 4, 6 (non-square) or k = 0 only (`transforms=False`).
+    Found by matching on an asymmetric square, so it follows `em_ssl.io.dihedral` by construction."""
+    a = torch.arange(16.).view(4, 4)
+    stacks = [a, a.flip(-1), a.T, a.T.flip(-1)]
+    cands = {(s, r): (st.flip(-2) if r else st) for s, st in enumerate(stacks) for r in (0, 1)}
+    ks = (range(DIHEDRAL_COUNT) if square else range(0, DIHEDRAL_COUNT, 2)) if transforms else (0,)
+    return torch.tensor([next(sr for sr, c in cands.items() if torch.equal(c, dihedral(a, k))) for k in ks])
+
 def _as_tuple(x): return tuple(x) if isinstance(x, (list, tuple)) else (x,)
 
 def mask_batch(kind: str | tuple, shape, coverage: float | tuple, n: int, seed: int | None = None, device=None,
@@ -539,17 +482,13 @@ def mask_batch(kind: str | tuple, shape, coverage: float | tuple, n: int, seed: 
     (h, w), n = _check_shape(shape), int(n)
     if n < 1: raise ValueError(f"n must be >= 1, got {n}")
     device = torch.device(device) if device is not None else torch.device('cpu')
-    n_variants = (8 if h == w else 4) if dihedral else 1     # non-square: only shape-preserving ones
-    stacks = _mask_bank(kinds, (h, w), covs, blur, int(bank_size), device, n_stacks=(n_variants + 1) // 2)
+    sr = _dihedral_rows(h == w, bool(dihedral))               # non-square: only the shape-preserving (k even)
+    stacks = _mask_bank(kinds, (h, w), covs, blur, int(bank_size), device, n_stacks=(1, 2, 4)[min(len(sr) // 4, 2)])
     n_maps = stacks.shape[1]
     if generator is None: generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(2**62, ())))
     e = torch.randint(n_maps, (n,), generator=generator)
-    t = torch.randint(n_variants, (n,), generator=generator)
-    # _dihedral(map, t) row by row: rows of the map (t < 4: flipped in x if bit 0) or of its transpose (t >= 4:
-    # flipped in x if bit 1), in reverse order if bit 1 (t < 4) or bit 0 (t >= 4): one row gather for the whole batch
-    fx, fy, tr = t & 1, (t >> 1) & 1, t >> 2
-    stack, rev = torch.where(tr == 1, 2 + fy, fx), torch.where(tr == 1, fx, fy)
-    r = torch.arange(h)
+    stack, rev = sr[torch.randint(len(sr), (n,), generator=generator)].unbind(1)
+    r = torch.arange(h)                                       # io.dihedral(map, k) = rows of a stack, maybe reversed:
     rows = ((stack * n_maps + e) * h)[:, None] + torch.where(rev[:, None] == 1, h - 1 - r, r)
     out = torch.empty((n, 1, h, w), dtype=stacks.dtype, device=device)
     torch.index_select(stacks.view(-1, w), 0, rows.view(-1).to(device), out=out.view(n * h, w))
@@ -582,91 +521,9 @@ class PartialScanTransform(ItemTransform):
         gen = self.generator if x.device.type == 'cpu' else None
         partial = simulate_batch(x.as_subclass(torch.Tensor), masks, self.noise, self.dose, generator=gen)
         y = y.as_subclass(torch.Tensor)
-        if self.target_blur: y = _gaussian_blur_torch(y)
+        if self.target_blur: y = gaussian_blur(y)
         return TensorImage(torch.cat([partial, masks], 1)), TensorImage(y)
 
     def decodes(self, b):
         x, y = b[0], b[1]
         return (TensorImage(x[:, :1]) if x.ndim == 4 and x.shape[1] == 2 else x), y
-
-# %% ../nbs/01_scans.ipynb #366d7cf3
-def _to_png(a: np.ndarray) -> bytes:
-    "Encode a 2-D array in [0,1] as an 8-bit greyscale PNG."
-    from PIL import Image
-    buf = io.BytesIO()
-    Image.fromarray((np.clip(np.nan_to_num(a), 0, 1) * 255).round().astype(np.uint8)).save(buf, format='PNG', optimize=True)
-    return buf.getvalue()
-
-def _scan_panels(img01, kind, coverage, noise, dose, blur, seed) -> tuple[np.ndarray, float]:
-    partial, mask = simulate_partial_scan(img01, kind, coverage, noise=noise, dose=dose, seed=seed, blur=blur)
-    lo, hi = float(np.nanmin(img01)), float(np.nanmax(img01))
-    p01 = np.where(mask > 0, (partial - lo) / max(hi - lo, 1e-12), 0)
-    filled = nn_infill(p01, mask)
-    gap = np.ones((img01.shape[0], 2))
-    return np.concatenate([p01, gap, mask, gap, filled], 1), mask_coverage(scan_mask(kind, img01.shape, coverage, seed=seed))
-
-def scan_explorer(img, kinds=SCAN_TYPES, seed: int = 0):
-    "ipywidgets explorer of partial scans of `img` (2-D array or dict name -> array): kind, coverage, noise, dose, blur."
-    import ipywidgets as W
-    images = dict(img) if isinstance(img, dict) else {"image": img}
-    images = {k: _check_image(v) for k, v in images.items()}
-    w_img = W.Dropdown(options=list(images), description='image')
-    w_kind = W.Dropdown(options=list(kinds), value=kinds[0], description='scan')
-    w_cov = W.FloatLogSlider(value=0.05, base=10, min=-2.3, max=-0.3, step=0.05, description='coverage', readout_format='.3f')
-    w_noise = W.Dropdown(options=list(NOISE_TYPES), value='dwell', description='noise')
-    w_dose = W.FloatLogSlider(value=DEFAULT_DOSE, base=10, min=0, max=4, step=0.1, description='dose')
-    w_blur = W.Checkbox(value=True, description='blur path (paper)')
-    w_seed = W.IntText(value=seed, description='seed')
-    out_img, label = W.Image(format='png'), W.HTML()
-    def update(*_):
-        a = images[w_img.value]
-        a01 = (a - np.nanmin(a)) / max(np.nanmax(a) - np.nanmin(a), 1e-12)
-        try:
-            panel, cov = _scan_panels(a01, w_kind.value, w_cov.value, w_noise.value, w_dose.value, w_blur.value, w_seed.value)
-            out_img.value = _to_png(panel)
-            label.value = f"<b>{w_kind.value}</b>, requested coverage {w_cov.value:.4f} (1/{1/w_cov.value:.1f}), measured {cov:.4f} &mdash; partial | mask | NN infill"
-        except ValueError as e: label.value = f"<span style='color:red'>{e}</span>"
-    for w in (w_img, w_kind, w_cov, w_noise, w_dose, w_blur, w_seed): w.observe(update, names='value')
-    update()
-    controls = W.HBox([W.VBox([w_img, w_kind, w_noise, w_seed]), W.VBox([w_cov, w_dose, w_blur])])
-    return W.VBox([controls, label, out_img])
-
-# %% ../nbs/01_scans.ipynb #ff7e451d
-_DEMO_JS = """(function(){
-var root=document.currentScript?document.currentScript.parentElement:document.getElementById('em-ssl-scan-demo');
-var d=JSON.parse(root.querySelector('script.em-ssl-data').textContent);
-var sel=root.querySelector('select.em-ssl-scan'),sl=root.querySelector('input.em-ssl-coverage');
-var im=root.querySelector('img.em-ssl-frame'),lab=root.querySelector('.em-ssl-label');
-function upd(){var k=sel.value,i=+sl.value,c=d.coverages[i];
- im.src='data:image/png;base64,'+d.frames[k][i];
- lab.textContent=k+' scan, coverage 1/'+(1/c).toFixed(0)+' ('+c.toFixed(4)+') | partial scan | nearest-neighbour infill';}
-sel.addEventListener('change',upd);sl.addEventListener('input',upd);sl.addEventListener('change',upd);upd();})();"""
-
-def scan_demo_html(img, kinds=SCAN_TYPES, coverages=(1/10, 1/20, 1/40, 1/70, 1/100), size: int = 128,
-                   noise: str | None = None, blur: bool = False, seed: int = 0) -> str:
-    "Self-contained HTML (precomputed PNG frames + inline JS) to explore partial scans of `img` without a kernel."
-    a = _check_image(img)
-    kinds = tuple(_check_kind(k) for k in kinds)
-    coverages = tuple(_check_coverage(c) for c in coverages)
-    h, w = a.shape
-    s = min(h, w)
-    a = a[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]       # centre crop to square
-    if s > size: a = ndimage.zoom(a, size / s, order=1)
-    a = np.where(np.isfinite(a), a, 0)
-    a01 = (a - a.min()) / max(a.max() - a.min(), 1e-12)
-    frames = {}
-    for k in kinds:
-        frames[k] = []
-        for c in coverages:
-            p, m = simulate_partial_scan(a01, k, c, noise=noise, seed=seed, blur=blur)
-            panel = np.concatenate([p, np.ones((a01.shape[0], 2)), nn_infill(p, m)], 1)
-            frames[k].append(base64.b64encode(_to_png(panel)).decode())
-    data = json.dumps(dict(coverages=list(coverages), frames=frames))
-    opts = "".join(f'<option value="{k}">{k}</option>' for k in kinds)
-    return (f'<div id="em-ssl-scan-demo" style="font-family:sans-serif;font-size:13px">'
-            f'<label>scan <select class="em-ssl-scan">{opts}</select></label> '
-            f'<label>coverage (high &rarr; low) <input type="range" class="em-ssl-coverage" min="0" max="{len(coverages)-1}" step="1" value="0"></label>'
-            f'<div class="em-ssl-label"></div>'
-            f'<img class="em-ssl-frame" style="image-rendering:pixelated;width:{3*(2*a01.shape[1]+2)//1}px" alt="partial scan frame">'
-            f'<script type="application/json" class="em-ssl-data">{data}</script>'
-            f'<script>{_DEMO_JS}</script></div>')

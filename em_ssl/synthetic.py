@@ -26,12 +26,14 @@ __all__ = ['MIN_SIZE', 'HAADF_Z_EXPONENT', 'SYMMETRIES', 'DEGRADATION_TASKS', 'T
 import tifffile
 from PIL import Image
 
+from .io import minmax
+
 # %% ../nbs/02_synthetic.ipynb #6e74f52c
 MIN_SIZE = 16  # smallest image side the generators accept
 HAADF_Z_EXPONENT = 1.7  # HAADF column intensity ~ Z**n, n ~ 1.7 (Pennycook & Jesson 1991; Krivanek et al. 2010, Nature 464:571); textbook value, not from the seed papers
 SYMMETRIES = ("square", "rectangular", "hexagonal", "honeycomb", "perovskite")
 DEGRADATION_TASKS = ("denoise", "denoise_bg", "superres")
-# TEMImageNet folder holding the target of each task (input is always `image/`); /work/shared/notes/ssl_gan_facts.md section 6
+# TEMImageNet folder holding the target of each task (input is always `image/`); folder names of xinhuolin/TEM-ImageNet-v1.3
 TEMIMAGENET_TARGET_FOLDERS = {"denoise": "noNoise", "denoise_bg": "noBackgroundnoNoise",
                               "superres": "noNoiseNoBackgroundSuperresolution"}
 DATASET_KINDS = ("lattice", "atoms", "nanoparticle") + DEGRADATION_TASKS
@@ -62,12 +64,9 @@ def _streams(seed, n: int) -> list[np.random.Generator]:
     "`n` independent generators from one seed (SeedSequence children)."
     return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
 
-def _minmax(img: np.ndarray) -> np.ndarray:
-    "Rescale to [0, 1] as float32 (a constant image becomes all zeros)."
-    img = np.asarray(img, dtype=np.float64)
-    lo, hi = img.min(), img.max()
-    out = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
-    return out.astype(np.float32)
+def _unit(img: np.ndarray) -> np.ndarray:
+    "`em_ssl.io.minmax` to [0, 1] as float32 (a constant image becomes `io.UNIFORM_VALUE`, 0.5)."
+    return minmax(img).astype(np.float32)
 
 # %% ../nbs/02_synthetic.ipynb #2d393684
 def smooth_field(shape: tuple[int, int], scale: float, rng: np.random.Generator) -> np.ndarray:
@@ -76,7 +75,7 @@ def smooth_field(shape: tuple[int, int], scale: float, rng: np.random.Generator)
     gh, gw = int(np.ceil(h / scale)) + 3, int(np.ceil(w / scale)) + 3
     coarse = rng.standard_normal((gh, gw))
     spline = RectBivariateSpline(np.arange(gh), np.arange(gw), coarse, kx=3, ky=3)  # separable: fast on a grid
-    return _minmax(spline(np.arange(h) / scale + 1.0, np.arange(w) / scale + 1.0))
+    return _unit(spline(np.arange(h) / scale + 1.0, np.arange(w) / scale + 1.0))
 
 def add_scan_noise(img: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
     "Poisson-Gaussian noise: dose `1/level**2` electrons at intensity 1, read-out std `level/2`; not clipped."
@@ -263,7 +262,7 @@ def simulate_lattice(size: int = 256, symmetry: str = "hexagonal", spacing: floa
     img = img / peak
     if background > 0:
         img = img + background * (0.7 * smooth_field((size, size), size / 3, g_bg)
-                                  + 0.3 * _minmax(ndimage.gaussian_filter(g_bg.standard_normal((size, size)), 1.0)))
+                                  + 0.3 * _unit(ndimage.gaussian_filter(g_bg.standard_normal((size, size)), 1.0)))
     if contamination > 0:
         yy, xx = np.mgrid[:size, :size]
         for _ in range(int(g_bg.integers(1, 4))):
@@ -272,7 +271,7 @@ def simulate_lattice(size: int = 256, symmetry: str = "hexagonal", spacing: floa
     img = add_scan_noise(img / img.max() if img.max() > 0 else img, scan_noise, g_noise)
     oy, ox = dist.observed(pos[:, 0], pos[:, 1])
     inside = (oy >= 0) & (oy <= size - 1) & (ox >= 0) & (ox <= size - 1)
-    return SyntheticLattice(_minmax(img), _minmax(clean), np.stack([oy, ox], 1)[inside], spec[inside],
+    return SyntheticLattice(_unit(img), _unit(clean), np.stack([oy, ox], 1)[inside], spec[inside],
                             heights[inside], symmetry, spacing)
 
 def lattice_with_positions(size: int = 256, symmetry: str = "hexagonal", spacing: float = 12.0, vacancy_rate: float = 0.02,
@@ -289,7 +288,7 @@ def lattice_image(size: int = 256, symmetry: str = "hexagonal", spacing: float =
     return lattice_with_positions(size, symmetry, spacing, vacancy_rate, grain_boundary, drift, scan_noise, seed, **kwargs)[0]
 
 # %% ../nbs/02_synthetic.ipynb #a4993fe4
-LABEL_KINDS = ("disk", "gaussian")  # TEMImageNet circularMask / gaussianMask (notes/ssl_gan_facts.md section 6)
+LABEL_KINDS = ("disk", "gaussian")  # TEMImageNet circularMask / gaussianMask (xinhuolin/TEM-ImageNet-v1.3)
 
 def position_labels(positions: np.ndarray, shape: tuple[int, int], radius: float = 3.0, kind: str = "disk") -> np.ndarray:
     "Float32 label image: 1 within `radius` px of a position (`'disk'`) or exp(-d^2 / 2 radius^2) (`'gaussian'`)."

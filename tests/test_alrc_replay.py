@@ -8,11 +8,11 @@ from torch.utils.data import TensorDataset
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
 from fastai.losses import MSELossFlat
-from fastai.callback.tracker import SaveModelCallback
 from fastai.torch_core import TensorImage
 
-from em_ssl.alrc import ALRC, ALRCCallback, ALRCLoss, callback_state_path, per_item_loss
+from em_ssl.alrc import ALRC, ALRCCallback, ALRCLoss, per_item_loss
 from em_ssl.replay import HardExampleReplay, HardExampleReplayCallback
+from em_ssl.training import ResumableLearner, TrainingCheckpoint
 
 warnings.filterwarnings('ignore', message='.*torch.jit.script.*is deprecated')
 
@@ -27,37 +27,43 @@ def _learner(path, cbs=None, loss_func=None, n=96, bs=8, image=False, device='cp
         x = torch.randn(n, 4); y = x.sum(1, keepdim=True); y[::10] += 20
         model = nn.Linear(4, 1)
     dls = DataLoaders.from_dsets(TensorDataset(x, y), TensorDataset(x, y), bs=bs, device=device)
-    return Learner(dls, model.to(device), loss_func=loss_func or MSELossFlat(), lr=1e-2, cbs=cbs, path=path)
+    return ResumableLearner(dls, model.to(device), loss_func=loss_func or MSELossFlat(), lr=1e-2, cbs=cbs, path=path,
+                            model_name='conv' if image else 'linear')
 
 
-def test_save_model_callback_checkpoint_keeps_callback_state(tmp_path):
-    "fastai's SaveModelCallback goes through learn.save, so its checkpoint carries ALRC and replay state."
+def test_training_checkpoint_keeps_callback_state(tmp_path):
+    "TrainingCheckpoint's one-file training state carries the ALRC moments and the replay buffer."
     alrc_cb, replay_cb = ALRCCallback(mu1_start=1., mu2_start=4.), HardExampleReplayCallback(size=10, seed=0)
     learn = _learner(tmp_path, cbs=[alrc_cb, replay_cb])
     with learn.no_logging(), learn.no_bar():
-        learn.fit(2, cbs=SaveModelCallback(monitor='valid_loss', fname='best', every_epoch=True))
-    model_file = tmp_path/'models'/'best_1.pth'
-    assert model_file.exists() and callback_state_path(model_file).exists()
+        learn.fit(2, cbs=TrainingCheckpoint('state'))
+    assert (tmp_path/'models'/'state.pth').exists()
+    assert sorted(p.name for p in (tmp_path/'models').iterdir()) == ['state.pth']     # no side files
     a2, r2 = ALRCCallback(), HardExampleReplayCallback(size=10)
     learn2 = _learner(tmp_path, cbs=[a2, r2])
-    learn2.load('best_1')
+    assert learn2.load_training_state('state') == 2
     assert torch.equal(a2.alrc.mu1, alrc_cb.alrc.mu1) and torch.equal(a2.alrc.mu2, alrc_cb.alrc.mu2)
     assert torch.equal(torch.stack(r2.replay.xs), torch.stack(replay_cb.replay.xs))
     assert r2.replay.thresh == replay_cb.replay.thresh and r2.replay.n_seen == replay_cb.replay.n_seen
 
 
-def test_learner_without_stateful_callbacks_writes_no_side_file(tmp_path):
-    learn = _learner(tmp_path)
+def test_fastai_learner_is_not_patched(tmp_path):
+    "fastai's Learner.save/load are fastai's own: a plain learner with em_ssl callbacks writes only the model file."
+    import fastai.learner
+    assert fastai.learner.Learner.save.__module__ == 'fastai.learner'
+    assert not hasattr(fastai.learner.Learner.save, '_em_ssl_callback_state')
+    dls = _learner(tmp_path).dls
+    learn = Learner(dls, nn.Linear(4, 1), loss_func=MSELossFlat(), cbs=ALRCCallback(), path=tmp_path)
     f = learn.save('plain')
-    assert f.exists() and not callback_state_path(f).exists()
+    assert sorted(p.name for p in f.parent.iterdir()) == ['plain.pth']
     learn.load('plain')
 
 
-def test_load_missing_side_file_warns(tmp_path):
-    _learner(tmp_path).save('plain')
-    learn = _learner(tmp_path, cbs=ALRCCallback())
-    with pytest.warns(UserWarning, match='no callback state'):
-        learn.load('plain')
+def test_load_training_state_needs_the_same_callbacks(tmp_path):
+    learn = _learner(tmp_path)
+    learn.save_training_state('plain', epoch=0)
+    with pytest.raises(ValueError, match=r"callbacks \[\], but this learner has \['alrc'\]"):
+        _learner(tmp_path, cbs=ALRCCallback()).load_training_state('plain')
 
 
 def test_replay_keeps_tensor_image_type_and_trains(tmp_path):
@@ -118,9 +124,9 @@ def test_alrc_and_replay_on_gpu(tmp_path):
     with learn.no_logging(), learn.no_bar():
         learn.fit(1)
     assert replay_cb.total_replayed > 0 and alrc_cb.alrc.mu1.is_cuda and float(alrc_cb.alrc.mu1) != 1.
-    learn.save('gpu')
+    learn.save_training_state('gpu', epoch=1)
     a2, r2 = ALRCCallback(), HardExampleReplayCallback(size=4)
     learn2 = _learner(tmp_path, cbs=[a2, r2], image=True, device='cuda')
-    learn2.load('gpu')
+    assert learn2.load_training_state('gpu') == 1
     assert torch.equal(a2.alrc.mu1.cpu(), alrc_cb.alrc.mu1.cpu())
     assert torch.equal(torch.stack(r2.replay.xs), torch.stack(replay_cb.replay.xs))

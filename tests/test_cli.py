@@ -1,41 +1,158 @@
-"""The `em-ssl` console script, end to end through a subprocess: the fixed contract other tools rely on,
-and its behaviour on bad input (one clear line, non-zero status, no traceback, no overwritten files)."""
+"""The `em-ssl` command line, run in-process through `em_ssl.cli.main` (plus two smoke tests of the installed
+console script): the fixed contract other tools rely on, options generated from documented signatures, and
+behaviour on bad input (one clear line naming the flag that fixes it, non-zero status, no traceback, no
+overwritten files)."""
+import argparse
+import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 
-EM_SSL = [shutil.which("em-ssl")] if shutil.which("em-ssl") else [sys.executable, "-m", "em_ssl.cli"]
+from em_ssl import cli
+from em_ssl.cli import main, build_parser, missing_docments
+
+COMMANDS = ("simulate", "complete", "demo", "info", "pretrain", "finetune", "predict")
+LIBRARY = {"pretrain": "em_ssl.pretrain:pretrain_folder", "finetune": "em_ssl.finetune:finetune_folders",
+           "predict": "em_ssl.finetune:predict_files"}
 
 
-def em_ssl(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([*EM_SSL, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+def run(capsys, *args):
+    "`(status, stdout, stderr)` of `em-ssl ARGS` run in-process (usage errors: argparse's status 2)."
+    try: status = main([str(a) for a in args])
+    except SystemExit as e: status = e.code
+    out, err = capsys.readouterr()
+    return status, out, err
 
 
 def assert_clean_error(res, *words, status=1):
-    assert res.returncode == status, (res.returncode, res.stdout, res.stderr)
-    assert "Traceback" not in res.stderr, res.stderr
-    lines = [l for l in res.stderr.strip().splitlines() if l.startswith("em-ssl")]
-    assert lines, res.stderr
-    for w in words: assert w.lower() in res.stderr.lower(), (w, res.stderr)
+    code, out, err = res
+    assert code == status, (code, out, err)
+    assert "Traceback" not in err, err
+    lines = [l for l in err.strip().splitlines() if l.startswith("em-ssl")]
+    assert lines, err
+    if status == 1: assert len(err.strip().splitlines()) == 1 and err.startswith("em-ssl: error: "), err
+    for w in words: assert w.lower() in err.lower(), (w, err)
 
 
-def test_help_and_version():
-    res = em_ssl("--help")
-    assert res.returncode == 0
-    for cmd in ("simulate", "complete", "demo", "pretrain", "finetune", "predict"): assert cmd in res.stdout
-    assert em_ssl("--version").stdout.startswith("em-ssl ")
+def subparsers(parser):
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
 
+
+# ---------------------------------------------------------------------------------------------- the parser
+
+def test_help_lists_commands(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for cmd in COMMANDS: assert cmd in out
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_option_has_help_and_default(name):
+    "Every argument has help text; every optional one shows its default (or says it is required)."
+    sp = subparsers(build_parser([name]))[name]
+    actions = [a for a in sp._actions if not isinstance(a, argparse._HelpAction)]
+    assert actions
+    for a in actions:
+        assert a.help and a.help.strip(), (name, a.dest)
+        if a.option_strings:
+            assert ("(required)" if a.required else "(default: ") in a.help, (name, a.option_strings, a.help)
+    sp.format_help()  # no formatting error (e.g. a bare % in a docment)
+
+
+@pytest.mark.parametrize("name", sorted(LIBRARY))
+def test_library_options_follow_signatures(name):
+    "pretrain/finetune/predict expose every parameter of the library function they call, exclusions aside."
+    import inspect
+    func = cli._resolve(LIBRARY[name])
+    spec = cli.COMMANDS[name]
+    dests = {a.dest for a in subparsers(build_parser([name]))[name]._actions}
+    params = [k for k, p in inspect.signature(func).parameters.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    assert set(params) - set(spec.get("exclude", {})) <= dests
+    for k, why in spec.get("exclude", {}).items(): assert len(why) > 10, (k, "exclusions give their reason")
+
+
+@pytest.mark.xfail(strict=False, reason="phase 2 adds docments to the library functions; until then the CLI uses "
+                   "the stop-gap texts in em_ssl.cli.*_HELPS")
+@pytest.mark.parametrize("name", sorted(LIBRARY))
+def test_library_docments(name):
+    missing = missing_docments(LIBRARY[name], exclude=cli.COMMANDS[name].get("exclude", {}))
+    assert not missing, f"{LIBRARY[name]} lacks docments for: {', '.join(missing)}"
+
+
+def test_undocumented_parameter_is_refused():
+    def cmd(a: int, # documented
+            b: int = 0): ...
+    with pytest.raises(ValueError, match=r"cmd\(b\)"): cli.add_command(argparse.ArgumentParser().add_subparsers(), cmd)
+
+
+def test_pretrain_has_every_pretrain_main_option(capsys):
+    "`em-ssl pretrain` exposes every option of `python -m em_ssl.pretrain`, so pretrain_main can go."
+    import em_ssl.pretrain as pt
+    expected = {"--out", "--arch", "--arch-kwargs", "--critic-kwargs", "--epochs", "--crop", "--bs", "--lr", "--seed",
+                "--valid-pct", "--max-crops-per-file", "--num-workers", "--max-minutes", "--threads",
+                "--channels-last", "--no-fp16", "--resume", "--overwrite"}
+    if hasattr(pt, "pretrain_main"):
+        with pytest.raises(SystemExit): pt.pretrain_main(["--help"])
+        expected |= set(re.findall(r"--[a-z][\w-]*", capsys.readouterr().out)) - {"--help"}
+    sp = subparsers(build_parser(["pretrain"]))["pretrain"]
+    have = {s for a in sp._actions for s in a.option_strings}
+    assert expected <= have, expected - have
+
+
+def test_pretrain_parses_and_forwards(monkeypatch, tmp_path, capsys):
+    "The parsed options reach pretrain_folder as its keywords (training itself: tests/test_pretrain.py)."
+    import em_ssl.pretrain as pt
+    args = build_parser(["pretrain"]).parse_args(
+        ["pretrain", str(tmp_path), "--out", str(tmp_path / "o"), "--epochs", "2", "--no-fp16", "--threads", "1",
+         "--arch-kwargs", '{"base": 8}', "--valid-pct", "0", "--channels-last"])
+    seen = {}
+    monkeypatch.setattr(pt, "pretrain_folder", lambda **kw: seen.update(kw) or tmp_path / "o" / "pretrained.pth")
+    args._command(**{k: getattr(args, k) for k in args._params})
+    assert seen["data_dir"] == str(tmp_path) and seen["out_dir"] == str(tmp_path / "o")
+    assert (seen["epochs"], seen["fp16"], seen["arch_kwargs"], seen["valid_pct"], seen["channels_last"]) == (2, False, {"base": 8}, 0.0, True)
+    if "extra" in seen: assert seen["extra"]["threads"] == 1
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["simulate", "x.tif", "-o", "p", "--mask-out", "m", "--seed", "-1"], "--seed: must be a non-negative integer, got -1"),
+    (["simulate", "x.tif", "-o", "p", "--mask-out", "m", "--page", "two"], "--page: must be a non-negative integer, got two"),
+    (["pretrain", "d", "--out", "o", "--epochs", "0"], "--epochs: must be a positive integer, got 0"),
+    (["pretrain", "d", "--out", "o", "--valid-pct", "1.5"], "--valid-pct: must be a fraction"),
+    (["pretrain", "d", "--out", "o", "--arch-kwargs", "{base: 8}"], "--arch-kwargs: must be a JSON object"),
+    (["finetune", "paint", "--images", "i", "--targets", "t"], "invalid choice: 'paint'"),
+    (["predict", "c.pth", "x.tif", "-o", "out", "--tile", "-5"], "--tile: must be a positive integer"),
+])
+def test_bad_values_name_the_option(capsys, argv, flag):
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and f"em-ssl {argv[0]}: error: " in err and flag in err, err
+
+
+def test_model_names_in_help(capsys):
+    try: from em_ssl.models import list_models
+    except ImportError: pytest.skip("em_ssl.models.list_models does not exist yet")
+    for cmd in ("pretrain", "finetune"):
+        code, out, _ = run(capsys, cmd, "--help")
+        assert code == 0
+        for name in list_models(): assert name in out, (cmd, name)
+
+
+def test_finetune_task_accepts_dashes():
+    args = build_parser(["finetune"]).parse_args(["finetune", "denoise-bg", "--images", "i", "--targets", "t", "--pretrained", "none"])
+    assert (args.task, args.pretrained) == ("denoise_bg", None)
+
+
+# --------------------------------------------------------------------------------------------- simulate
 
 @pytest.mark.parametrize("scan", ["spiral", "grid", "random", "raster", "lissajous"])
-def test_simulate_contract(lattice_tif, tmp_path, scan):
+def test_simulate_contract(lattice_tif, tmp_path, scan, capsys):
     part, mask = tmp_path / "partial.tif", tmp_path / "mask.tif"
-    res = em_ssl("simulate", lattice_tif, "--scan", scan, "--coverage", "1/10", "--seed", 1, "-o", part, "--mask-out", mask)
-    assert res.returncode == 0, res.stderr
+    code, _, err = run(capsys, "simulate", lattice_tif, "--scan", scan, "--coverage", "1/10", "--seed", 1, "-o", part, "--mask-out", mask)
+    assert code == 0, err
     src, p, m = tifffile.imread(lattice_tif).astype(np.float32), tifffile.imread(part), tifffile.imread(mask)
     assert p.dtype == np.float32 and m.dtype == np.float32 and p.shape == m.shape == src.shape
     assert m.min() >= 0 and m.max() <= 1
@@ -45,64 +162,164 @@ def test_simulate_contract(lattice_tif, tmp_path, scan):
     assert sampled.max() > 10 and sampled.max() <= src.max() * 2.5 and np.isfinite(p).all()
 
 
-def test_simulate_is_seeded(lattice_tif, tmp_path):
+def test_simulate_is_seeded(lattice_tif, tmp_path, capsys):
     outs = []
     for i in range(2):
         part, mask = tmp_path / f"p{i}.tif", tmp_path / f"m{i}.tif"
-        assert em_ssl("simulate", lattice_tif, "--scan", "grid", "--coverage", "0.05", "--seed", 7, "-o", part, "--mask-out", mask).returncode == 0
+        assert run(capsys, "simulate", lattice_tif, "--scan", "grid", "--coverage", "0.05", "--seed", 7, "-o", part, "--mask-out", mask)[0] == 0
         outs.append(tifffile.imread(part))
     np.testing.assert_array_equal(*outs)
 
 
-def test_simulate_bad_input(tmp_path, lattice_tif):
+def test_simulate_bad_input(tmp_path, lattice_tif, capsys):
     out = ["-o", tmp_path / "p.tif", "--mask-out", tmp_path / "m.tif"]
-    assert_clean_error(em_ssl("simulate", tmp_path / "missing.tif", *out), "missing.tif")
+    assert_clean_error(run(capsys, "simulate", tmp_path / "missing.tif", *out), "missing.tif")
     (tmp_path / "notes.xyz").write_text("hello")
-    assert_clean_error(em_ssl("simulate", tmp_path / "notes.xyz", *out), ".xyz")
+    assert_clean_error(run(capsys, "simulate", tmp_path / "notes.xyz", *out), ".xyz")
     broken = tmp_path / "broken.tif"
     broken.write_bytes(lattice_tif.read_bytes()[:300])
-    assert_clean_error(em_ssl("simulate", broken, *out), "broken.tif")
+    assert_clean_error(run(capsys, "simulate", broken, *out), "broken.tif")
     nan = tmp_path / "nan.npy"
     np.save(nan, np.full((64, 64), np.nan, np.float32))
-    assert_clean_error(em_ssl("simulate", nan, *out), "nan")
-    assert_clean_error(em_ssl("simulate", lattice_tif, "--coverage", "0", *out), "coverage", status=2)
+    assert_clean_error(run(capsys, "simulate", nan, *out), "nan")
+    assert_clean_error(run(capsys, "simulate", lattice_tif, "--coverage", "0", *out), "--coverage", status=2)
 
 
-def test_simulate_never_overwrites(lattice_tif, tmp_path):
+def test_simulate_never_overwrites(lattice_tif, tmp_path, capsys):
     part, mask = tmp_path / "p.tif", tmp_path / "m.tif"
     part.write_bytes(b"precious")
-    assert_clean_error(em_ssl("simulate", lattice_tif, "-o", part, "--mask-out", mask), "exists", "--overwrite")
+    res = run(capsys, "simulate", lattice_tif, "-o", part, "--mask-out", mask)
+    assert_clean_error(res, "exists", "--overwrite")
+    assert "overwrite=True" not in res[2]
     assert part.read_bytes() == b"precious" and not mask.exists()
-    assert em_ssl("simulate", lattice_tif, "-o", part, "--mask-out", mask, "--overwrite").returncode == 0
+    assert run(capsys, "simulate", lattice_tif, "-o", part, "--mask-out", mask, "--overwrite")[0] == 0
     assert tifffile.imread(part).shape == (128, 128)
 
 
-def test_complete_round_trip(lattice_tif, tmp_path):
+def test_page_hint_names_the_flag(tmp_path, capsys):
+    "A stack needs a page: the hint names --page (not page=)."
+    from em_ssl.synthetic import lattice_image
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, np.stack([lattice_image(size=64, seed=s) for s in range(3)]).astype(np.float32),
+                     photometric="minisblack")
+    out = ["-o", tmp_path / "p.tif", "--mask-out", tmp_path / "m.tif"]
+    res = run(capsys, "simulate", stack, *out)
+    assert_clean_error(res, "--page")
+    assert "page=" not in res[2]
+    assert run(capsys, "simulate", stack, "--page", 2, *out)[0] == 0
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        main(["--debug", "simulate", str(tmp_path / "missing.tif"), "-o", str(tmp_path / "p.tif"), "--mask-out", str(tmp_path / "m.tif")])
+
+
+# -------------------------------------------------------------------------------------- complete and demo
+
+def test_complete_round_trip(lattice_tif, tmp_path, capsys):
     part, mask, out = tmp_path / "p.tif", tmp_path / "m.tif", tmp_path / "c.tif"
-    assert em_ssl("simulate", lattice_tif, "--coverage", "1/20", "--seed", 0, "-o", part, "--mask-out", mask).returncode == 0
-    res = em_ssl("complete", part, "--mask", mask, "-o", out)
-    assert res.returncode == 0, res.stderr
+    assert run(capsys, "simulate", lattice_tif, "--coverage", "1/20", "--seed", 0, "-o", part, "--mask-out", mask)[0] == 0
+    code, _, err = run(capsys, "complete", part, "--mask", mask, "-o", out)
+    assert code == 0, err
     c = tifffile.imread(out)
     assert c.dtype == np.float32 and c.shape == (128, 128) and np.isfinite(c).all()
     src = tifffile.imread(lattice_tif).astype(np.float32)
     assert c.std() > 0 and 0.1 * src.mean() < c.mean() < 10 * src.mean()  # the input's intensity scale
+    res = run(capsys, "complete", part, "--mask", mask, "-o", out)  # the library's hint, as a flag
+    assert_clean_error(res, "exists", "--overwrite")
+    assert "overwrite=True" not in res[2]
 
 
-def test_complete_bad_input(lattice_tif, tmp_path):
+def test_complete_bad_input(lattice_tif, tmp_path, capsys):
     part, mask = tmp_path / "p.tif", tmp_path / "m.tif"
-    assert em_ssl("simulate", lattice_tif, "-o", part, "--mask-out", mask).returncode == 0
+    assert run(capsys, "simulate", lattice_tif, "-o", part, "--mask-out", mask)[0] == 0
     small = tmp_path / "small_mask.tif"
     tifffile.imwrite(small, np.ones((64, 96), np.float32))
-    assert_clean_error(em_ssl("complete", part, "--mask", small, "-o", tmp_path / "c.tif"), "shape")
+    assert_clean_error(run(capsys, "complete", part, "--mask", small, "-o", tmp_path / "c.tif"), "shape")
     empty = tmp_path / "empty_mask.tif"
     tifffile.imwrite(empty, np.zeros((128, 128), np.float32))
-    assert_clean_error(em_ssl("complete", part, "--mask", empty, "-o", tmp_path / "c.tif"), "mask")
-    assert_clean_error(em_ssl("complete", part, "--mask", mask, "--model", tmp_path / "nope.pth", "-o", tmp_path / "c.tif"), "nope.pth")
+    assert_clean_error(run(capsys, "complete", part, "--mask", empty, "-o", tmp_path / "c.tif"), "mask")
+    assert_clean_error(run(capsys, "complete", part, "--mask", mask, "--model", tmp_path / "nope.pth", "-o", tmp_path / "c.tif"), "nope.pth")
 
 
-def test_demo(tmp_path):
-    res = em_ssl("demo", "--out", tmp_path / "demo")
-    assert res.returncode == 0, res.stderr
+def test_demo(tmp_path, capsys):
+    code, out, err = run(capsys, "demo", "--out", tmp_path / "demo")
+    assert code == 0, err
     assert list((tmp_path / "demo").glob("*.png")), "the demo writes a figure"
-    assert "rms" in res.stdout.lower()
-    assert_clean_error(em_ssl("demo", "--out", tmp_path / "demo"), "exists")  # refuses to overwrite
+    assert "rms" in out.lower()
+    assert_clean_error(run(capsys, "demo", "--out", tmp_path / "demo"), "exists")  # refuses to overwrite
+
+
+# -------------------------------------------------------------------------------------------------- info
+
+def test_info_prints_the_description(monkeypatch, tmp_path, capsys):
+    "`info` prints describe_checkpoint's text; a hint naming a flag `info` lacks is dropped."
+    import types
+    calls = []
+    def describe(path):
+        calls.append(path)
+        if "bad" in str(path): raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        return "format em_ssl.checkpoint v1, kind completion"
+    monkeypatch.setitem(sys.modules, "em_ssl.checkpoint", types.SimpleNamespace(describe_checkpoint=describe))
+    code, out, _ = run(capsys, "info", tmp_path / "model.pth")
+    assert code == 0 and "kind completion" in out and calls == [str(tmp_path / "model.pth")]
+    res = run(capsys, "info", tmp_path / "bad.pth")
+    assert_clean_error(res, "bad.pth exists")
+    assert "overwrite" not in res[2]
+
+
+def test_info_real_checkpoint(tmp_path, capsys):
+    "The real em_ssl.checkpoint: the bundled weights, and a missing file."
+    ck = pytest.importorskip("em_ssl.checkpoint")
+    if not hasattr(ck, "describe_checkpoint"): pytest.skip("em_ssl.checkpoint.describe_checkpoint does not exist yet")
+    code, out, err = run(capsys, "info", "partial_scan_small")
+    assert code == 0, err
+    assert "kind: completion" in out and "format: em_ssl.checkpoint" in out
+    assert_clean_error(run(capsys, "info", tmp_path / "missing.pth"), "missing.pth")
+
+
+# ------------------------------------------------------------------------------- finetune and predict (tiny)
+
+def test_finetune_predict_tiny(tmp_path, capsys):
+    "One epoch of segmentation on two 96x96 images, then predict: status 0, outputs, refusal to overwrite."
+    from em_ssl.synthetic import lattice_image
+    imgs, masks = tmp_path / "images", tmp_path / "masks"
+    imgs.mkdir(); masks.mkdir()
+    for i in range(2):
+        img = lattice_image(size=96, seed=i)
+        tifffile.imwrite(imgs / f"im{i}.tif", img.astype(np.float32))
+        tifffile.imwrite(masks / f"im{i}.tif", (img > 0.5).astype(np.uint8))
+    code, out, err = run(capsys, "finetune", "segment", "--images", imgs, "--targets", masks, "--pretrained", "none",
+                         "--arch", "unet_2_44", "--epochs", 1, "--crop", 64, "--bs", 2, "--out", tmp_path / "ft")
+    assert code == 0, err
+    ckpt = tmp_path / "ft" / "model.pth"
+    assert ckpt.exists()
+    code, out, err = run(capsys, "predict", ckpt, imgs, "-o", tmp_path / "pred")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "pred").glob("*.tif")) == ["im0.tif", "im1.tif"]
+    res = run(capsys, "predict", ckpt, imgs, "-o", tmp_path / "pred")
+    assert_clean_error(res, "exist", "--overwrite")
+    assert_clean_error(run(capsys, "predict", tmp_path / "nope.pth", imgs, "-o", tmp_path / "p2"), "nope.pth")
+
+
+# ------------------------------------------------------------------- the installed console script (smoke)
+
+EM_SSL = [shutil.which("em-ssl")] if shutil.which("em-ssl") else [sys.executable, "-m", "em_ssl.cli"]
+
+
+def em_ssl(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([*EM_SSL, *map(str, args)], capture_output=True, text=True, timeout=600)
+
+
+def test_console_script_version():
+    res = em_ssl("--version")
+    assert res.returncode == 0 and res.stdout.startswith("em-ssl "), res.stderr
+
+
+def test_console_script_simulate(lattice_tif, tmp_path):
+    part, mask = tmp_path / "p.tif", tmp_path / "m.tif"
+    res = em_ssl("simulate", lattice_tif, "--coverage", "1/10", "--seed", 1, "-o", part, "--mask-out", mask)
+    assert res.returncode == 0, res.stderr
+    assert tifffile.imread(part).shape == tifffile.imread(mask).shape == (128, 128)
+    res = em_ssl("simulate", lattice_tif, "-o", part, "--mask-out", mask)
+    assert res.returncode == 1 and "Traceback" not in res.stderr and "--overwrite" in res.stderr

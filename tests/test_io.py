@@ -12,11 +12,11 @@ import tifffile
 from PIL import Image
 
 import em_ssl.io as io
-from em_ssl.io import (DIHEDRAL_COUNT, MICROGRAPH_EXTENSIONS, UNIFORM_VALUE, CorruptFileError, Crop,
-                       InvalidImageError, Micrograph, MicrographError, MicrographFolder, MissingDependencyError,
-                       UnsupportedFormatError, check_image, crop_origins, dihedral, dihedral_inverse,
-                       get_micrograph_files, iter_crops, load_image, load_micrograph, normalize, save_tiff,
-                       tile_crops)
+from em_ssl.io import (DIHEDRAL_COUNT, MICROGRAPH_EXTENSIONS, UNIFORM_VALUE, CorruptFileError,
+                       InvalidImageError, Micrograph, MicrographError, MissingDependencyError,
+                       UnsupportedFormatError, check_image, count_pages, crop_origins, dihedral, dihedral_inverse,
+                       get_micrograph_files, image_shape, load_image, load_micrograph, minmax, normalize, pad_to,
+                       save_tiff, tile_crops)
 
 
 def ramp(h=24, w=32, dtype=np.float32, scale=1.0):
@@ -679,58 +679,47 @@ def test_get_micrograph_files(tree):
                                           '.emd', '.ser', '.mrc'}
 
 
-def test_iter_crops_counts_and_rules(tree):
-    files = get_micrograph_files(tree)
-    crops = list(iter_crops(files, 32))
-    # p1 40x40 -> 1, p2 90x70 -> 2x2, p3 20x30 -> padded -> 1, p4 64x64 -> 4, p5 50x45 -> 1
-    assert [c.path.name for c in crops] == ['p1.tif'] + ['p2.TIF'] * 4 + ['p3.tiff'] + ['p4.tif'] * 4 + ['p5.png']
-    assert all(isinstance(c, Crop) and c.data.shape == (32, 32) and c.data.dtype == np.float32 for c in crops)
-    assert all(c.data.min() == 0 and c.data.max() == 1 for c in crops)
-    assert [c.padded for c in crops].count(True) == 1
-    assert [(c.y, c.x) for c in crops if c.path.name == 'p4.tif'] == [(0, 0), (0, 32), (32, 0), (32, 32)]
-    assert len(list(iter_crops(files, 32, small='skip'))) == 10
-    with pytest.raises(InvalidImageError, match=r'p3.tiff.*smaller than the crop size 32'):
-        list(iter_crops(files, 32, small='error'))
-    with pytest.raises(ValueError, match='small must be'):
-        list(iter_crops(files, 32, small='crop'))
+def test_count_pages_and_shape_match_the_reader(tree, tmp_path):
+    for f in get_micrograph_files(tree):
+        assert count_pages(f) == 1 and image_shape(f) == load_image(f).shape
+    stack = np.stack([ramp(), ramp()[::-1], ramp() * 2])
+    tifffile.imwrite(tmp_path / 's.tif', stack, photometric='minisblack')
+    np.save(tmp_path / 's.npy', stack)
+    tifffile.imwrite(tmp_path / 'samples.tif', np.moveaxis(stack, 0, -1), photometric='minisblack', planarconfig='contig')
+    for name in ('s.tif', 's.npy', 'samples.tif'):
+        f = tmp_path / name
+        assert count_pages(f) == 3, name
+        assert image_shape(f, 2) == (24, 32) == load_image(f, page=2).shape
+        with pytest.raises(InvalidImageError, match='out of range'):
+            image_shape(f, 3)
+    with pytest.raises(FileNotFoundError, match='nothere'):
+        count_pages(tmp_path / 'nothere.tif')
+    (tmp_path / 'bad.png').write_bytes(b'no png')
+    with pytest.raises(CorruptFileError, match='bad.png'):
+        count_pages(tmp_path / 'bad.png')
 
 
-def test_iter_crops_padding_is_reflection(tree):
-    f = tree / 'b' / 'c' / 'p3.tiff'
-    raw = load_image(f)
-    (c,) = iter_crops([f], 32, normalize=False)
-    np.testing.assert_array_equal(c.data[:20, :30], raw)
-    np.testing.assert_array_equal(c.data[20:, :30], raw[::-1][:12])  # mirrored about the bottom edge
-    np.testing.assert_array_equal(c.data[:20, 30:], raw[:, ::-1][:, :2])
+def test_count_pages_reads_headers_only(tree, monkeypatch):
+    monkeypatch.setattr(io, 'load_micrograph', lambda *a, **k: pytest.fail('decoded pixels'))
+    assert [count_pages(f) for f in get_micrograph_files(tree)] == [1] * 5
 
 
-def test_iter_crops_is_lazy(tree, monkeypatch):
-    loaded = []
-    real = io.load_image
-    monkeypatch.setattr(io, 'load_image', lambda f, **kw: loaded.append(f) or real(f, **kw))
-    gen = iter_crops(get_micrograph_files(tree), 32)
-    assert loaded == []
-    next(gen)
-    assert len(loaded) == 1
-    next(gen); next(gen)  # p2 crops come from the second file only
-    assert len(loaded) == 2
+def test_pad_to_is_centred_reflection():
+    img = ramp(20, 30)
+    out = pad_to(img, 32)
+    assert out.shape == (32, 32)
+    np.testing.assert_array_equal(out[6:26, 1:31], img)                      # centred
+    np.testing.assert_array_equal(out[6:26, 0], img[:, 1])                    # reflect, no edge repeat
+    np.testing.assert_array_equal(out[:6, 1:31], img[6:0:-1])
+    assert pad_to(img, 16) is img
+    assert pad_to(np.ones((1, 1)), 5).shape == (5, 5)
+    assert pad_to(ramp(3, 3), 20).shape == (20, 20)                            # wider than the image
+    with pytest.raises(ValueError, match='positive int'):
+        pad_to(img, 0)
 
 
-def test_iter_crops_bad_files(tree):
-    bad = tree / 'a' / 'p0.tif'
-    bad.write_bytes(b'broken')
-    files = get_micrograph_files(tree)
-    with pytest.raises(CorruptFileError, match='p0.tif'):
-        list(iter_crops(files, 32))
-    with pytest.warns(UserWarning, match='skipping .*p0.tif'):
-        crops = list(iter_crops(files, 32, on_error='skip'))
-    assert len(crops) == 11
-
-
-def test_micrograph_folder(tree, tmp_path_factory):
-    folder = MicrographFolder(tree, 32, small='skip')
-    assert len(folder.files) == 5 and '5 files' in repr(folder)
-    assert len(list(folder)) == 10 and len(list(folder)) == 10  # re-iterable
-    empty = tmp_path_factory.mktemp('empty')
-    with pytest.raises(FileNotFoundError, match='No micrograph files'):
-        MicrographFolder(empty, 32)
+def test_minmax():
+    np.testing.assert_array_equal(minmax(np.array([1., 3.]), -1, 1), [-1., 1.])
+    np.testing.assert_array_equal(minmax(np.full((2, 2), 4.)), np.full((2, 2), 0.5))
+    np.testing.assert_array_equal(minmax(np.full((2, 2), 4.), -1, 1), np.zeros((2, 2)))
+    assert minmax(np.zeros(3, np.float32)).dtype == np.float64

@@ -1,5 +1,4 @@
 "Tests of em_ssl.synthetic: determinism, ranges, ground-truth exactness, argument checks, datasets on disk."
-import time
 from pathlib import Path
 
 import numpy as np
@@ -62,15 +61,12 @@ def test_every_symmetry_renders_with_all_artefacts(symmetry):
     assert lat.clean.dtype == np.float32 and len(lat.positions) > 10
 
 
-def test_lattice_image_is_fast():
-    lattice_image(256, seed=0)  # warm-up
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        lattice_image(256, seed=1)
-        times.append(time.perf_counter() - t0)
-    best = min(times)
-    assert best < 0.1, f"256x256 lattice took {best:.3f} s"
+def test_lattice_image_256_contract():
+    "The 256 px image that docs and tests render everywhere (its speed target lives in benchmarks/, not here)."
+    a, b = lattice_image(256, seed=1), lattice_image(256, seed=1)
+    assert a.shape == (256, 256) and a.dtype == np.float32 and a.min() == 0 and a.max() == 1
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, lattice_image(256, seed=2))
 
 
 # ---------------------------------------------------------------- lattice ground truth

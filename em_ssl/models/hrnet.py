@@ -14,7 +14,7 @@ from .unet import HeadSwapMixin, ResidualBlock, receptive_field, n_params
 __all__ = ['DEFAULT_HRNET_WIDTHS', 'DEFAULT_HRNET_BLOCKS', 'conv_bn', 'FuseUnit', 'HRStage', 'HRNetGenerator', 'hrnet_generator']
 
 # %% ../../nbs/11_models.hrnet.ipynb #50c43d67
-# Widths of the three branches; Kazimi's earlier "MM-HR" HRNet had ~4M parameters (notes Sec. 1), the
+# Widths of the three branches; Kazimi's earlier "MM-HR" HRNet had ~4M parameters (Kazimi et al., ISPRS 2020), the
 # defaults here give a CPU-trainable model of ~0.34M parameters.
 DEFAULT_HRNET_WIDTHS = (16, 32, 64)
 DEFAULT_HRNET_BLOCKS = 2

@@ -4,16 +4,17 @@
 
 # %% ../../nbs/13_models.partial_scan.ipynb #32d6f7cd
 from __future__ import annotations
-from dataclasses import dataclass, field, asdict, replace
+from dataclasses import dataclass, field, asdict, replace, fields as fields_of
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from ..layers import (WNConv2d, WNConvTranspose2d, MeanOnlyBatchNorm, data_dependent_init, freeze_mean_only_bn,
-                           sn_conv2d, isotropic_crops, PAPER_LEAKY_SLOPE)
+from ..layers import (WNConv2d, WNConvTranspose2d, WNConvBase, MeanOnlyBatchNorm, data_dependent_init,
+                           freeze_mean_only_bn, sn_conv2d, isotropic_crops, PAPER_LEAKY_SLOPE)
 
 # %% auto #0
-__all__ = ['PartialScanConfig', 'ResidualBlock', 'InnerGenerator', 'AuxiliaryTrainer', 'OuterGenerator', 'PartialScanGenerator',
-           'PatchDiscriminator', 'MultiScaleDiscriminator', 'count_parameters']
+__all__ = ['PARTIAL_SCAN_SIZES', 'PartialScanConfig', 'partial_scan_config', 'ResidualBlock', 'InnerGenerator',
+           'AuxiliaryTrainer', 'OuterGenerator', 'PartialScanGenerator', 'PatchDiscriminator',
+           'MultiScaleDiscriminator', 'push_pull_fill', 'GapFilledGenerator', 'fuse_for_inference', 'count_parameters']
 
 # %% ../../nbs/13_models.partial_scan.ipynb #6c77a278
 @dataclass
@@ -56,7 +57,7 @@ class PartialScanConfig:
 
     @classmethod
     def paper(cls, **kw) -> 'PartialScanConfig':
-        "The paper's architecture (appendix B, notes §4)."
+        "The paper's architecture (Ede & Beanland 2020, appendix B)."
         return cls(**kw)
 
     @classmethod
@@ -68,12 +69,34 @@ class PartialScanConfig:
                              disc_widths=(16, 32, 64, 128)), **kw})
 
     @classmethod
+    def medium(cls, **kw) -> 'PartialScanConfig':
+        "Our choice between small and paper (~7 M generator parameters) for training on one GPU; not from the paper."
+        return cls(**{**dict(inner_stem=32, inner_down=(64, 128, 192, 256), inner_blocks=3, inner_block_convs=3,
+                             inner_up=(192, 128, 64, 32), trainer_width=32, outer_stem=16, outer_down=32,
+                             outer_blocks=2, outer_block_convs=3, outer_up=16, outer_final=16,
+                             disc_widths=(32, 64, 128, 256)), **kw})
+
+    @classmethod
     def tiny(cls, **kw) -> 'PartialScanConfig':
         "A minimal model for tests: 64x64 inputs (divisor 8), discriminators on 46 and 64 px crops."
         return cls(**{**dict(inner_stem=8, inner_down=(8, 16), inner_blocks=1, inner_block_convs=2,
                              inner_up=(8, 8), trainer_width=8, outer_stem=4, outer_down=8, outer_blocks=1,
                              outer_block_convs=1, outer_up=4, outer_final=4, disc_widths=(4, 8, 8, 16),
                              disc_crop_sizes=(46, 64), disc_out_size=46, disc_pad=0), **kw})
+
+# %% ../../nbs/13_models.partial_scan.ipynb #649ac413
+PARTIAL_SCAN_SIZES = ('paper', 'medium', 'small', 'tiny')  # named configurations (PartialScanConfig classmethods)
+
+def partial_scan_config(size: str | None = 'paper', # one of `PARTIAL_SCAN_SIZES`, or None: the dataclass defaults (= paper)
+                        **fields,                    # PartialScanConfig fields overriding the named configuration
+                       ) -> PartialScanConfig:
+    "A `PartialScanConfig` from a size name plus field overrides (plain values: what the model registry stores)."
+    if size is not None and size not in PARTIAL_SCAN_SIZES:
+        raise ValueError(f"unknown partial-scan size {size!r}; valid sizes: {', '.join(PARTIAL_SCAN_SIZES)}")
+    names = {f.name for f in fields_of(PartialScanConfig)}
+    bad = sorted(set(fields) - names)
+    if bad: raise ValueError(f"unknown PartialScanConfig field(s) {bad}; valid fields: {', '.join(sorted(names))}")
+    return getattr(PartialScanConfig, size or 'paper')(**fields)
 
 # %% ../../nbs/13_models.partial_scan.ipynb #144f28b6
 class ResidualBlock(nn.Module):
@@ -198,6 +221,89 @@ class MultiScaleDiscriminator(nn.Module):
         crops = isotropic_crops(2 * img - 1, self.cfg.disc_crop_sizes, self.cfg.disc_out_size, generator=generator,
                                 pad=self.cfg.disc_pad)
         return [d(c) for d, c in zip(self.discriminators, crops)]
+
+# %% ../../nbs/13_models.partial_scan.ipynb #574dc051
+def push_pull_fill(partial: torch.Tensor, # [B,1,H,W] partial scan (any value where unsampled)
+                   mask: torch.Tensor,    # [B,1,H,W] path/dwell mask: > 0 where sampled
+                  ) -> torch.Tensor:
+    "Fill unsampled pixels (`mask == 0`) of `partial` [B,1,H,W] by push-pull pyramid interpolation; sampled pixels keep their value."
+    w = (mask > 0).to(partial.dtype)
+    s = partial * w
+    sums, weights = [s], [w]
+    while min(sums[-1].shape[-2:]) > 1:
+        sums.append(F.avg_pool2d(sums[-1], 2, ceil_mode=True) * 4); weights.append(F.avg_pool2d(weights[-1], 2, ceil_mode=True) * 4)
+    est = sums[-1] / weights[-1].clamp_min(1e-8)
+    for s_l, w_l in zip(reversed(sums[:-1]), reversed(weights[:-1])):
+        up = F.interpolate(est, size=s_l.shape[-2:], mode='bilinear', align_corners=False)
+        c = 1 - w_l.clamp(max=1)
+        est = (s_l + c * up) / (w_l + c).clamp_min(1e-8)
+    return torch.where(w > 0, partial, est)
+
+# %% ../../nbs/13_models.partial_scan.ipynb #0229d5ae
+class GapFilledGenerator(nn.Module):
+    """Wrap a `PartialScanGenerator`: its scan channel is pre-filled by `push_pull_fill`, and (`residual=True`) it
+    predicts a correction to a base estimate, `out = base + (gen(x) - 1/2)`, with `base` the fill, blurred like the
+    training target (`base_blur=True`); likewise for the half-size auxiliary output.
+    Same call signature as the generator: forward(x [B,2,H,W]) -> [B,1,H,W]."""
+    def __init__(self, gen: nn.Module,           # the wrapped generator (a `PartialScanGenerator`)
+                 residual: bool = True,          # predict a correction of the base estimate (else the plain output)
+                 base_blur: bool = True):        # base = blurred fill (the blurred training target's scale)
+        super().__init__(); self.gen, self.residual, self.base_blur = gen, residual, base_blur
+    @property
+    def cfg(self): return self.gen.cfg
+    def fill(self, x: torch.Tensor) -> torch.Tensor: return torch.cat([push_pull_fill(x[:, :1], x[:, 1:2]), x[:, 1:]], 1)
+    def base(self, xf: torch.Tensor) -> torch.Tensor:
+        if not self.base_blur: return xf[:, :1]
+        from em_ssl.metrics import gaussian_blur  # lazy: em_ssl.metrics imports fastai, the models stay torch-only
+        return gaussian_blur(xf[:, :1])
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = self.fill(x); out = self.gen(xf)
+        return self.base(xf) + out - 0.5 if self.residual else out
+    def forward_with_aux(self, x: torch.Tensor):
+        xf = self.fill(x); out, aux = self.gen.forward_with_aux(xf)
+        if not self.residual: return out, aux
+        b = self.base(xf)
+        return b + out - 0.5, F.avg_pool2d(b, 2) + aux - 0.5
+    @torch.no_grad()
+    def init_weights(self, x: torch.Tensor, out_gain: float = 0.01):
+        "Data-dependent init of the generator on the filled `x`; with `residual`, output layers start near zero."
+        self.gen.init_weights(self.fill(x))
+        if self.residual:
+            for part in (getattr(self.gen, 'outer', None), getattr(self.gen, 'trainer', None)):
+                wn = [m for m in part.modules() if hasattr(m, 'gain')] if part is not None else []
+                if wn: wn[-1].gain.mul_(out_gain)
+        return self
+
+# %% ../../nbs/13_models.partial_scan.ipynb #aac5b7f8
+def _plain_conv(conv: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> nn.Module:
+    kw = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True,
+              padding_mode=conv.padding_mode)
+    if isinstance(conv, nn.ConvTranspose2d):
+        new = nn.ConvTranspose2d(conv.in_channels, conv.out_channels, conv.kernel_size,
+                                 output_padding=conv.output_padding, **kw)
+    else: new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, **kw)
+    new.weight.copy_(weight); new.bias.copy_(bias)
+    return new
+
+@torch.no_grad()
+def fuse_for_inference(model: nn.Module, # a `PartialScanGenerator` or `GapFilledGenerator` (any mode; not modified)
+                      ) -> nn.Module:
+    "Inference-only copy of a generator: weight norm folded into the weights, running-mean subtraction into biases."
+    if isinstance(model, GapFilledGenerator):
+        out = GapFilledGenerator(fuse_for_inference(model.gen), residual=model.residual, base_blur=model.base_blur).eval()
+        out.fused = True
+        return out
+    fused = type(model)(model.cfg)
+    fused.load_state_dict(model.state_dict())
+    src_mods = dict(model.named_modules())
+    for name, mod in [(n, m) for n, m in fused.named_modules() if isinstance(m, WNConvBase)]:
+        src = src_mods[name]
+        fold = isinstance(src.norm, MeanOnlyBatchNorm) and src.norm.use_running_mean
+        if not (fold or isinstance(src.norm, nn.Identity)): continue  # batch-mean BN: cannot fold
+        bias = -src.norm.running_mean.detach() if fold else torch.zeros(src.out_channels)
+        mod.conv, mod.norm = _plain_conv(src.conv, src.conv.weight.detach(), bias), nn.Identity()
+    fused.cfg, fused.fused = model.cfg, True
+    return fused.eval().to(next(model.parameters()).device, memory_format=torch.channels_last)
 
 # %% ../../nbs/13_models.partial_scan.ipynb #1eb59ac1
 def count_parameters(module: nn.Module) -> int:

@@ -14,12 +14,12 @@ __all__ = ['PATCHGAN_KERNEL', 'PATCHGAN_NDF', 'PATCHGAN_LAYERS', 'PATCHGAN_LEAK'
            'PatchGANDiscriminator', 'conditional_input', 'flatten_patches', 'patchgan_receptive_field']
 
 # %% ../../nbs/12_models.patchgan.ipynb #6fa5dde7
-# pix2pix defaults (junyanz networks.py, netD='basic'; notes Sec. 3): 4x4 kernels, ndf=64, 3 layers, LeakyReLU 0.2
+# pix2pix defaults (junyanz/pytorch-CycleGAN-and-pix2pix @7891385, models/networks.py, netD='basic'): 4x4 kernels, ndf=64, 3 layers, LeakyReLU 0.2
 PATCHGAN_KERNEL = 4
 PATCHGAN_NDF = 64
 PATCHGAN_LAYERS = 3
 PATCHGAN_LEAK = 0.2
-PIX2PIX_INIT_GAIN = 0.02  # normal(0, 0.02) init, notes Sec. 3
+PIX2PIX_INIT_GAIN = 0.02  # normal(0, 0.02) init (same file, init_weights 'normal')
 
 def _norm_layer(norm: str):
     if norm == 'batch': return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)

@@ -67,7 +67,7 @@ def body_head_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
     return [model.body_parameters(), model.head_parameters()]
 
 # %% ../../nbs/10_models.unet.ipynb #ebd7d268
-DEFAULT_BASE_WIDTH = 16  # Sytwu et al. used 4 (notes Sec. 2); 16 keeps CPU training feasible with more capacity
+DEFAULT_BASE_WIDTH = 16  # Sytwu et al. used 4 (HRTEM-Receptive-Field model_training/UNet_2ResidualBlock_m22.py); 16 keeps CPU training feasible with more capacity
 
 class UNetBRF(HeadSwapMixin, nn.Module):
     "Sytwu et al.'s residual U-Net with B=len(pools) levels; RF set by `pools`, `dilations`, `bottleneck_dilation`."
@@ -200,7 +200,8 @@ def analytic_receptive_field(pools: Sequence[int], dilations: Sequence[int] | No
 
 # %% ../../nbs/10_models.unet.ipynb #941a0dec
 # Kazimi et al. 2024 Sec. 4.1: B=2 -> RF 44/84/116, B=3 -> 96/176/240, B=4 -> 200/360/424 (RF = mean numerical
-# receptive field, see `receptive_field`); dilation pattern from /work/shared/notes/ssl_gan_facts.md Sec. 2.
+# receptive field, see `receptive_field`); dilation pattern: our choice, the simplest
+# match of each RF (Kazimi et al. do not publish theirs); checked numerically below.
 UNET_B_RF_CONFIGS: dict[str, dict] = {
     'unet_2_44':  dict(pools=(2, 2), dilations=(1, 1), bottleneck_dilation=1),
     'unet_2_84':  dict(pools=(2, 2), dilations=(2, 2), bottleneck_dilation=2),
