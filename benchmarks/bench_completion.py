@@ -8,19 +8,22 @@ and grid-like paths at 1/10, 1/20, 1/40 and 1/100 coverage, and completed by
   - linear interpolation (`em_ssl.inference.linear_infill`: the same values as `scipy.interpolate.griddata`
     linear inside the convex hull, vectorised; nearest outside),
   - nearest-neighbour infill (`em_ssl.scans.nn_infill`),
-  - the blurred push-pull fill alone (`em_ssl.partial_scan.push_pull_fill` + the 5x5 sigma 2.5 blur): the non-learned
+  - the blurred push-pull fill alone (`em_ssl.models.partial_scan.push_pull_fill` + the 5x5 sigma 2.5 blur): the non-learned
     base that the bundled model's generator corrects, so that the generator's own contribution is visible,
 all on the same tiles and masks. Error: RMS in % of the [0,1] range against the paper's target, the 5x5 sigma=2.5
 Gaussian-blurred tile. Timing: 512x512 completion, median of >= 10 warm runs.
 
     nice -n 10 python benchmarks/bench_completion.py            # writes benchmarks/results/completion.{json,md,png}
+
+`--data` is the root of the data collection; the hold-out files are read from its sub-folder recorded in the model's
+JSON record (`data.folder`, e.g. haadf_catalysts/tif_data).
 """
 from __future__ import annotations
 import argparse, json, os, platform, statistics, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path('/work/shared/data/haadf_catalysts/tif_data')
+DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'   # the project's development data collection
 COVERAGES = (1 / 10, 1 / 20, 1 / 40, 1 / 100)
 KINDS = ('spiral', 'grid')
 
@@ -43,9 +46,10 @@ def timeit(fn, n: int = 12, warm: int = 2) -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--data', type=Path, default=DATA)
-    p.add_argument('--model', default='default')
-    p.add_argument('--out', type=Path, default=ROOT / 'benchmarks' / 'results' / 'completion')
+    p.add_argument('--data', type=Path, default=DATA, help='data root (default: %(default)s)')
+    p.add_argument('--model', default='default', help="completion checkpoint, or 'default' (the bundled model)")
+    p.add_argument('--out', type=Path, default=ROOT / 'benchmarks' / 'results' / 'completion',
+                   help='output path without suffix (.json, .md, .png are written)')
     p.add_argument('--max-tiles', type=int, default=0, help='0: all hold-out tiles')
     args = p.parse_args(argv)
 
@@ -53,20 +57,22 @@ def main(argv=None):
     from em_ssl.io import load_image, normalize, tile_crops
     from em_ssl.scans import simulate_partial_scan, nn_infill
     from em_ssl.metrics import gaussian_blur
-    from em_ssl.partial_scan import push_pull_fill
-    from em_ssl.inference import (complete, linear_infill, load_completion_model, default_completion_model,
-                                  fuse_for_inference, _resolve_weights)
+    from em_ssl.checkpoint import resolve_checkpoint
+    from em_ssl.models.partial_scan import push_pull_fill
+    from em_ssl.inference import complete, linear_infill, load_completion_model
 
-    weights = _resolve_weights(args.model)
+    weights = resolve_checkpoint(args.model, 'completion')
     meta = json.loads(weights.with_suffix('.json').read_text()) if weights.with_suffix('.json').exists() else {}
     holdout = meta.get('data', {}).get('holdout_files')
     if not holdout: sys.exit(f"no hold-out file list in {weights.with_suffix('.json')}")
+    folder = args.data / meta['data'].get('folder', '')
+    if not folder.is_dir(): sys.exit(f"data folder not found: {folder} (set --data to the data root)")
     tiles, names = [], []
     for f in holdout:
-        for i, t in enumerate(tile_crops(load_image(args.data / f), 512)):
+        for i, t in enumerate(tile_crops(load_image(folder / f), 512)):
             tiles.append(normalize(t)); names.append(f"{f}#{i}")
     if args.max_tiles: tiles, names = tiles[:args.max_tiles], names[:args.max_tiles]
-    model = None if args.model == 'default' else fuse_for_inference(load_completion_model(args.model))
+    model = None if args.model == 'default' else load_completion_model(args.model, fuse=True)
     print(f"{len(tiles)} hold-out tiles of 512x512 from {len(holdout)} files", flush=True)
 
     rms = lambda a, t: float(100 * np.sqrt(np.mean((np.asarray(a, np.float64) - t) ** 2)))
@@ -123,7 +129,7 @@ def main(argv=None):
         spiral_1_20_model_le_half_linear=spiral20['model_over_linear'] <= 0.5,
         model_better_than_linear_everywhere=all(r['model_over_linear'] < 1 for r in rows),
         cpu_512_under_150ms=min(v['median_ms'] for k, v in timing.items() if k.endswith('_complete') and k.startswith('cpu')) < 150)
-    res = dict(model=str(weights), model_record=meta.get('command'), tiles=len(tiles), tile_size=512,
+    res = dict(model=str(weights.resolve().relative_to(ROOT)) if weights.resolve().is_relative_to(ROOT) else str(weights), model_record=meta.get('command'), tiles=len(tiles), tile_size=512,
                holdout_files=holdout, scans='simulate_partial_scan(noise="dwell", blur=False, seed=tile index)',
                target='5x5 sigma=2.5 Gaussian blur of the [0,1]-normalised tile', metric='RMS % of [0,1] range',
                rows=rows, timing=timing, machine=machine, targets_met=targets, per_tile_rms=per_tile,

@@ -1,19 +1,22 @@
 """Train the bundled partial-scan completion model (`PartialScanConfig.small()`) on real HAADF-STEM micrographs.
 
 Stage 1 (non-adversarial) of Ede & Beanland's policy with the paper's schedule shape scaled to the run, on CPU.
-Resumable: a full checkpoint (model, optimiser, ALRC moments, RNG, epoch) is written after every epoch, and
-`--resume` continues from it. At the end the generator is written with `em_ssl.inference.save_completion_model`
-and a JSON record (config, command, data split, timings, validation figures) next to it.
+Resumable: one training-state file (model, optimiser, ALRC moments, RNG, epoch, stage; `em_ssl.training`) is
+written after every epoch, and `--resume` continues from it. At the end the model is written as an
+`em_ssl.checkpoint` completion checkpoint (`save_checkpoint(..., kind='completion')`) with a JSON record (config,
+command, data split, timings, validation figures) next to it. Data paths in the record are relative to `--data`,
+the root of the data collection.
 
 Example (the bundled model):
     nice -n 10 python benchmarks/train_completion.py --minutes 33 --threads 1 \
-        --out em_ssl/weights/partial_scan_small.pth --ckpt-dir /work/scratch/pscan/ckpt
+        --out em_ssl/weights/partial_scan_small.pth --ckpt-dir $SCRATCH/pscan/ckpt
 """
 from __future__ import annotations
-import argparse, dataclasses, json, platform, sys, time
+import argparse, dataclasses, hashlib, json, platform, sys, time
 from pathlib import Path
 
-DATA = Path('/work/shared/data/haadf_catalysts/tif_data')
+DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'   # the project's development data collection
+SUBDIR = 'haadf_catalysts/tif_data'   # the HAADF-STEM micrographs, relative to the data root
 # Held out from training (validation + benchmark + the bundled demo micrograph): the upstream repository's three
 # test images (1024x1024, no labels) and 9 more files of both chemistries (by name, not by chance, so every
 # chemistry and bit depth is represented).
@@ -24,7 +27,8 @@ HOLDOUT = ['PtPorph_1h_3.tif', 'Re_bpy_1h11.tif', 'Re_phen_15min_again_3.tif',
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--data', type=Path, default=DATA)
+    p.add_argument('--data', type=Path, default=DATA, help='data root (default: %(default)s)')
+    p.add_argument('--subdir', default=SUBDIR, help='micrograph folder relative to --data (default: %(default)s)')
     p.add_argument('--crop', type=int, default=256)
     p.add_argument('--bs', type=int, default=4)
     p.add_argument('--lr', type=float, default=1e-3)
@@ -35,7 +39,8 @@ def parse_args(argv=None):
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--coverage', type=float, nargs=2, default=(0.01, 0.1))
     p.add_argument('--out', type=Path, default=Path('em_ssl/weights/partial_scan_small.pth'))
-    p.add_argument('--ckpt-dir', type=Path, default=Path('/work/scratch/pscan/ckpt'))
+    p.add_argument('--ckpt-dir', type=Path, default=Path('checkpoints/partial_scan'),
+                   help='training-state folder (default: %(default)s)')
     p.add_argument('--resume', action='store_true')
     p.add_argument('--no-fill', action='store_true', help='plain PartialScanGenerator (no push-pull pre-fill)')
     return p.parse_args(argv)
@@ -45,16 +50,17 @@ def main(argv=None):
     args = parse_args(argv)
     import torch
     torch.set_num_threads(args.threads)
-    from fastai.basics import set_seed, Callback, CancelFitException
-    from em_ssl.io import get_micrograph_files
+    from fastai.basics import set_seed
+    from em_ssl.data import find_micrographs
+    from em_ssl.checkpoint import save_checkpoint
     from em_ssl.models.partial_scan import PartialScanConfig
-    from em_ssl.partial_scan import partial_scan_dls, partial_scan_learner, CheckpointEveryEpoch
-    from em_ssl.inference import save_completion_model
+    from em_ssl.partial_scan import partial_scan_dls, partial_scan_learner
+    from em_ssl.training import TrainingCheckpoint
 
     t_start = time.time()
     args.ckpt_dir.mkdir(parents=True, exist_ok=True)
     plan_file = args.ckpt_dir / 'plan.json'
-    files = get_micrograph_files(args.data)
+    files = find_micrographs(args.data / args.subdir)
     holdout = [f for f in files if f.name in HOLDOUT]
     assert len(holdout) == len(HOLDOUT), f"missing hold-out files: {set(HOLDOUT) - {f.name for f in holdout}}"
     set_seed(args.seed)
@@ -66,7 +72,7 @@ def main(argv=None):
 
     if args.resume and plan_file.exists():
         plan = json.loads(plan_file.read_text())
-        start_epoch = learn.load_checkpoint('stage1')
+        start_epoch = learn.load_training_state('stage1')
         print(f"resumed at epoch {start_epoch}/{plan['epochs']}", flush=True)
     else:
         n_epochs = args.epochs
@@ -87,21 +93,13 @@ def main(argv=None):
         plan_file.write_text(json.dumps(plan, indent=2))
         start_epoch = 0
 
-    class LogLine(Callback):
-        order = 95
-        def after_epoch(self):
-            vals = dict(zip(self.recorder.metric_names[1:-1], [float(v) for v in self.recorder.log[1:-1]]))
-            print(f"{time.strftime('%H:%M:%S')} epoch {self.epoch + 1}/{self.n_epoch} {vals}", flush=True)
-
-    class TimeLimit(Callback):  # guard: stop (and still export) if the run overshoots the budget by > 3 minutes
-        def after_batch(self):
-            if time.time() - t_start > (args.minutes + 3) * 60: raise CancelFitException
-
+    # one line per epoch (em_ssl.training.configure_progress); guard: stop (after saving) if the run overshoots
+    # the budget by > 3 minutes
+    budget = max(0., args.minutes + 3 - (time.time() - t_start) / 60)
     learn.fit_paper(plan['epochs'], lr=args.lr, start_epoch=start_epoch,
-                    cbs=[CheckpointEveryEpoch('stage1'), LogLine(), TimeLimit()])
+                    cbs=[TrainingCheckpoint('stage1', max_minutes=budget)])
     vals = dict(zip(learn.recorder.metric_names[1:-1], [float(v) for v in learn.recorder.log[1:-1]]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_completion_model(learn.generator, args.out, cfg, overwrite=True)
     record = dict(
         model='GapFilledGenerator(PartialScanGenerator(PartialScanConfig.small()))' if not args.no_fill else
               'PartialScanGenerator(PartialScanConfig.small())',
@@ -117,7 +115,8 @@ def main(argv=None):
         hardware=f"CPU only ({platform.processor() or platform.machine()}, {args.threads} torch thread(s), shared "
                  "machine); no GPU was available",
         command='nice -n 10 python ' + ' '.join(['benchmarks/train_completion.py'] + sys.argv[1:]),
-        data=dict(folder=str(args.data), source='Sjeon1/HAADF_Atom_Detection @ 2a4f96b (Apache-2.0 / MIT), see '
+        paths="data paths are relative to the data root (--data): the project's development data collection",
+        data=dict(folder=args.subdir, source='Sjeon1/HAADF_Atom_Detection @ 2a4f96b (Apache-2.0 / MIT), see '
                   'em_ssl/data/NOTICE.md', train_files=[f.name for f in dls.train_files],
                   holdout_files=[f.name for f in dls.valid_files], crop=args.crop, bs=args.bs,
                   crops_per_epoch=args.n_train, scans="PartialScanTransform(kinds=('spiral','grid'), coverage="
@@ -130,6 +129,9 @@ def main(argv=None):
         validation_last_epoch=dict(vals, note='fastai validation on 48 hold-out tiles of size crop, random spiral/grid '
                                    'scans with coverage in the training range'),
     )
+    f = save_checkpoint(args.out, learn.generator, kind='completion', provenance={
+        'data': [args.subdir], 'command': record['command'], 'metrics': vals, 'record': record}, overwrite=True)
+    record.update(file=f.name, sha256=hashlib.sha256(f.read_bytes()).hexdigest(), size_bytes=f.stat().st_size)
     args.out.with_suffix('.json').write_text(json.dumps(record, indent=2))
     print('wrote', args.out, flush=True)
 

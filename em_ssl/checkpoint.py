@@ -34,10 +34,10 @@ def to_plain(o,                          # the object to store
             ):
     """`o` made of what `torch.load(weights_only=True)` accepts: dicts, lists, tuples, str, numbers, bool, None and
     CPU tensors. Paths become str, numpy values tensors or Python numbers, fastcore `L` lists, dataclasses dicts."""
+    if isinstance(o, np.generic): return o.item()  # before float: np.float64 subclasses float
     if o is None or isinstance(o, (bool, int, float, str, torch.dtype)): return o
     if isinstance(o, torch.Tensor): return o.detach().cpu().as_subclass(torch.Tensor)
     if isinstance(o, Path): return str(o)
-    if isinstance(o, np.generic): return o.item()
     if isinstance(o, np.ndarray): return torch.from_numpy(np.ascontiguousarray(o))
     if dataclasses.is_dataclass(o) and not isinstance(o, type): return to_plain(dataclasses.asdict(o), where)
     if isinstance(o, Mapping):

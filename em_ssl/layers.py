@@ -133,9 +133,6 @@ class WNConvTranspose2d(WNConvBase):
                                   output_padding=stride - 1, bias=False)
         self._setup(conv, out_ch, init_std, norm, act, use_running_mean)
 
-_WNConvBase = WNConvBase  # deprecated private alias, kept until em_ssl.inference stops importing it
-
-
 # %% ../nbs/06_layers.ipynb #0c55c5da
 @torch.no_grad()
 def data_dependent_init(model: nn.Module, x, *args, **kwargs) -> nn.Module:
