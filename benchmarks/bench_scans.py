@@ -11,7 +11,7 @@ benchmarks/results/bench_scans.json and .md (runs from other machines already in
 
     python benchmarks/bench_scans.py [--size 512] [--batch 64] [--noise dwell] [--quick]
 """
-import argparse, datetime, json, os, platform, sys, time
+import argparse, datetime, json, os, platform, subprocess, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,16 @@ from em_ssl import scans  # noqa: E402
 TARGETS = {"cpu_batched": 500, "gpu_batched": 20_000}
 
 
+def commit() -> str | None:
+    "The repository's HEAD commit, with '+dirty' when the working tree has changes (None without git)."
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def machine_info() -> dict:
     cpu = "unknown"
     try:
@@ -32,7 +42,7 @@ def machine_info() -> dict:
     except OSError: pass
     info = dict(platform=platform.platform(), python=platform.python_version(), cpu_model=cpu, cpu_count=os.cpu_count(),
                 torch=torch.__version__, torch_threads=torch.get_num_threads(), numpy=np.__version__,
-                cuda=torch.cuda.is_available(), device_name=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                commit=commit(), cuda=torch.cuda.is_available(), device_name=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                 load_average_at_start=os.getloadavg() if hasattr(os, "getloadavg") else None,
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     return info
@@ -133,7 +143,7 @@ def main(argv=None):
         m, c = r["machine"], r["config"]
         md += [f"## {m['cpu_model']} ({m['cpu_count']} cores, torch threads {m['torch_threads']}, load avg at start "
                f"{m['load_average_at_start']}), GPU: {m['device_name']}", "",
-               f"{m['platform']}, Python {m['python']}, torch {m['torch']}, {m['date']}. Scan: {c['size']}x{c['size']} {c['kind']} "
+               f"{m['platform']}, Python {m['python']}, torch {m['torch']}, commit {m.get('commit')}, {m['date']}. Scan: {c['size']}x{c['size']} {c['kind']} "
                f"coverage {c['coverage']:.3f}, blur={c['blur']}, noise={c['noise']}.", "",
                "| implementation | device | batch | scans/s (median) | scans/s (best) | note |", "|---|---|---:|---:|---:|---|"]
         md += [f"| {x['impl']} | {x['device']} | {x['batch']} | {x['scans_per_s_median']:.1f} | {x['scans_per_s_best']:.1f} | {x['note']} |" for x in r["rows"]]

@@ -14,10 +14,13 @@ from fastai.data.core import DataLoaders, TfmdDL
 from fastai.torch_core import TensorImage, TensorMask
 from .io import (MICROGRAPH_EXTENSIONS, DIHEDRAL_COUNT, get_micrograph_files, count_pages, image_shape,
                        load_image, normalize, pad_to, crop_origins, dihedral)
+from fasttransform import ItemTransform
+from .scans import mask_batch, simulate_batch, check_kind, check_coverage, check_noise, DEFAULT_DOSE
+from .metrics import gaussian_blur
 
 # %% auto #0
 __all__ = ['find_micrographs', 'ImageRef', 'list_images', 'Region', 'full_regions', 'split_by_file', 'CropDataset',
-           'crop_dataloaders']
+           'PartialScanTransform', 'crop_dataloaders']
 
 # %% ../nbs/07_data.ipynb #c9877654
 def find_micrographs(paths,               # a folder, a micrograph file, or a list of them
@@ -199,6 +202,40 @@ def _from_arrays(cls, arrays: Sequence[np.ndarray], crop: int = 256, n_crops: in
     return cls(regions, crop, n_crops, train, targets=tg, load=mem.__getitem__, cache=max(len(refs), 1), **kwargs)
 
 CropDataset.from_arrays = classmethod(_from_arrays)
+
+# %% ../nbs/07_data.ipynb #1286c25e
+class PartialScanTransform(ItemTransform):
+    "Batch transform: full images [B,1,H,W] in [0,1] -> (cat(partial, mask) [B,2,H,W], target [B,1,H,W])."
+    order = 20  # after IntToFloatTensor (10)
+    def __init__(self, kinds=("spiral", "grid"), coverage=(0.01, 0.1), noise: str | None = "dwell", dose: float = DEFAULT_DOSE,
+                 blur: bool = True, n_coverages: int = 6, bank_size: int = 4, target_blur: bool = False, seed: int | None = None):
+        super().__init__()
+        self.kinds = tuple(check_kind(k) for k in (kinds if isinstance(kinds, (list, tuple)) else (kinds,)))
+        if isinstance(coverage, (tuple, list)):
+            lo, hi = (check_coverage(c) for c in coverage)
+            if lo > hi: raise ValueError(f"coverage range must be (low, high), got {coverage}")
+            self.coverages = tuple(np.geomspace(lo, hi, n_coverages).round(6).tolist()) if lo < hi else (lo,)
+        else: self.coverages = (check_coverage(coverage),)
+        self.noise, self.dose, self.blur, self.bank_size, self.target_blur = check_noise(noise), dose, blur, bank_size, target_blur
+        self.generator = torch.Generator()
+        if seed is not None: self.generator.manual_seed(seed)
+        else: self.generator.seed()
+
+    def encodes(self, b):
+        b = tuple(b) if isinstance(b, (tuple, list)) else (b,)
+        x, y = (b[0], b[0]) if len(b) == 1 else b[:2]
+        if x.ndim != 4 or x.shape[1] != 1: raise ValueError(f"PartialScanTransform expects images [B,1,H,W], got {tuple(x.shape)}")
+        masks = mask_batch(self.kinds, tuple(x.shape[-2:]), self.coverages, x.shape[0], device=x.device, blur=self.blur,
+                           bank_size=self.bank_size, generator=self.generator).to(x.dtype)
+        gen = self.generator if x.device.type == 'cpu' else None
+        partial = simulate_batch(x.as_subclass(torch.Tensor), masks, self.noise, self.dose, generator=gen)
+        y = y.as_subclass(torch.Tensor)
+        if self.target_blur: y = gaussian_blur(y)
+        return TensorImage(torch.cat([partial, masks], 1)), TensorImage(y)
+
+    def decodes(self, b):
+        x, y = b[0], b[1]
+        return (TensorImage(x[:, :1]) if x.ndim == 4 and x.shape[1] == 2 else x), y
 
 # %% ../nbs/07_data.ipynb #54894a8e
 def crop_dataloaders(train_ds: CropDataset,           # training crops

@@ -1,7 +1,8 @@
 """Render the documentation without Quarto: `nbdev-proc-nbs` (nbdev's own pre-processing, exactly what
 `nbdev-docs` feeds Quarto) followed by an nbconvert HTML page per processed notebook and an index page.
 
-Users with Quarto installed run `nbdev-docs` instead. Usage: `python tests/docs_render.py [OUT_DIR]`."""
+Users with Quarto installed run `nbdev-docs` instead. Usage: `python tests/docs_render.py [OUT_DIR]`.
+(`--doc-cells`, run in a project folder, is used internally to name every notebook whose docs cells fail.)"""
 from __future__ import annotations
 
 import html
@@ -22,8 +23,41 @@ def proc_nbs(work: Path) -> Path:
         if src.is_dir(): shutil.copytree(src, work / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
         else: shutil.copy2(src, work / name)
     res = subprocess.run(["nbdev-proc-nbs"], cwd=work, capture_output=True, text=True)
-    if res.returncode != 0: raise RuntimeError(f"nbdev-proc-nbs failed:\n{res.stdout}\n{res.stderr}")
+    if res.returncode != 0:
+        # nbdev-proc-nbs stops at the first failing notebook: name every one, then show nbdev's own output
+        failing = doc_cell_failures(work)
+        listing = "\n\n".join(f"{name}: {err}" for name, err in failing.items())
+        raise RuntimeError(f"nbdev-proc-nbs failed. Notebooks whose documentation cells fail ({len(failing)}):\n{listing}\n\n"
+                           f"nbdev-proc-nbs output:\n{res.stdout}\n{res.stderr[-5000:]}")
     return work / "_proc"
+
+
+DOC_CELLS_HINT = ("nbdev runs only some cells when it builds the docs: exported cells, show_doc cells and any cell that "
+                  "contains an import; such a cell must not use names that only other (test) cells define. Move the "
+                  "import into an imports-only cell.")
+
+
+def doc_cell_failures(work: Path) -> dict[str, str]:
+    """Run, notebook by notebook, the cells nbdev executes while building the docs (its `add_show_docs` and
+    `exec_show_docs` processors) in a subprocess in `work`; {notebook: error} for each notebook that fails."""
+    import json
+    res = subprocess.run([sys.executable, __file__, "--doc-cells"], cwd=work, capture_output=True, text=True)
+    try: failures = json.loads(res.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError): return {"(all)": f"could not check the documentation cells:\n{res.stderr[-3000:]}"}
+    return {k: v + "\n" + DOC_CELLS_HINT for k, v in failures.items()}
+
+
+def _doc_cells_main() -> None:
+    "`--doc-cells`: print a JSON {notebook: error} for the notebooks in ./nbs whose documentation cells fail."
+    import json, warnings
+    from nbdev.process import NBProcessor
+    from nbdev.processors import add_show_docs, exec_show_docs
+    warnings.filterwarnings("ignore")
+    failures = {}
+    for nb in sorted(Path("nbs").glob("*.ipynb")):
+        try: NBProcessor(nb, [add_show_docs, exec_show_docs], rm_directives=False).process()
+        except Exception as e: failures[nb.name] = str(e)[-2000:]
+    print(json.dumps(failures))
 
 
 def error_outputs(nb) -> list[str]:
@@ -91,7 +125,9 @@ def build_docs(out: Path, work: Path) -> list[Path]:
     return render_html(proc_nbs(work), out)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and sys.argv[1:] == ["--doc-cells"]:
+    _doc_cells_main()
+elif __name__ == "__main__":
     import tempfile
     out = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "_site")
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,7 +16,8 @@ from em_ssl.models.partial_scan import (PartialScanConfig, PartialScanGenerator,
                                         fuse_for_inference)
 from em_ssl.partial_scan import partial_scan_learner
 from em_ssl.training import TrainingCheckpoint, StopAfterEpochs
-from em_ssl.scans import simulate_partial_scan, PartialScanTransform
+from em_ssl.scans import simulate_partial_scan
+from em_ssl.data import PartialScanTransform
 from em_ssl.synthetic import lattice_image
 
 
