@@ -18,11 +18,13 @@ import torch
 import torch.nn.functional as F
 
 from fastai.callback.core import Callback
-from fastai.data.core import DataLoaders, TfmdDL
-from fastai.torch_core import TensorImage, set_seed
+from fastai.torch_core import set_seed
 
-from em_ssl.pretrain import (Corruption, corrupt, CorruptionTransform, ssl_pretrain_learner, build_generator,
-                             build_critic, lsgan_loss, PAPER_LR, PIX2PIX_BETAS, PAPER_L1_WEIGHT)
+from em_ssl.data import CropDataset, crop_dataloaders
+from em_ssl.gan import lsgan_d_loss, lsgan_g_loss
+from em_ssl.models import build_model
+from em_ssl.pretrain import (Corruption, corrupt, CorruptionTransform, ssl_pretrain_learner, PAPER_LR, PIX2PIX_BETAS,
+                             PIX2PIX_D_SCALE, PAPER_L1_WEIGHT)
 from em_ssl.synthetic import lattice_image
 
 RESULTS = Path(__file__).parent/'results'
@@ -30,12 +32,6 @@ RESULTS = Path(__file__).parent/'results'
 
 def make_crops(n: int, size: int) -> torch.Tensor:
     return torch.stack([torch.from_numpy(lattice_image(size=size, seed=i)) for i in range(n)])[:, None].float()
-
-
-class _Pairs(torch.utils.data.Dataset):
-    def __init__(self, x): self.x = x
-    def __len__(self): return len(self.x)
-    def __getitem__(self, i): return TensorImage(self.x[i]), TensorImage(self.x[i])
 
 
 class _Timer(Callback):
@@ -56,9 +52,10 @@ def _rate(times, warmup, bs):
 def bench_fastai(crops, device, bs, warmup, steps, arch, amp, channels_last):
     set_seed(0)
     n = bs * (warmup + steps)
-    mk = lambda ds, train: TfmdDL(ds, bs=bs, shuffle=train, drop_last=train, device=device,
-                                  after_batch=[CorruptionTransform(Corruption())])
-    dls = DataLoaders(mk(_Pairs(crops[:n]), True), mk(_Pairs(crops[:bs]), False), device=device)
+    arrays = [c[0].numpy() for c in crops[:n]]   # whole crops: one 'random' crop of each is the crop itself
+    train = CropDataset.from_arrays(arrays, crop=crops.shape[-1], n_crops=n, train=True, dihedral=False, norm=None)
+    valid = CropDataset.from_arrays(arrays[:bs], crop=crops.shape[-1], train=False, norm=None)
+    dls = crop_dataloaders(train, valid, bs, device=device, after_batch=[CorruptionTransform(Corruption())])
     timer = _Timer()
     learn = ssl_pretrain_learner(dls, arch=arch, fp16=amp, channels_last=channels_last, cbs=[timer])
     if device.type == 'cuda': torch.cuda.reset_peak_memory_stats()
@@ -69,7 +66,7 @@ def bench_fastai(crops, device, bs, warmup, steps, arch, amp, channels_last):
 
 def bench_plain(crops, device, bs, warmup, steps, arch, amp, channels_last):
     set_seed(0)
-    G, D = build_generator(arch).to(device), build_critic(2).to(device)
+    G, D = build_model(arch, n_in=1, n_out=1).to(device), build_model('patchgan', n_in=2).to(device)
     if channels_last: G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     optG = torch.optim.Adam(G.parameters(), lr=PAPER_LR, betas=PIX2PIX_BETAS)
     optD = torch.optim.Adam(D.parameters(), lr=PAPER_LR, betas=PIX2PIX_BETAS)
@@ -86,12 +83,12 @@ def bench_plain(crops, device, bs, warmup, steps, arch, amp, channels_last):
         D.requires_grad_(False)
         with ac():
             fake = G(x)
-            g_loss = lsgan_loss(D(torch.cat([x, fake], 1)), True) + PAPER_L1_WEIGHT * F.l1_loss(fake.float(), y)
+            g_loss = lsgan_g_loss(D(torch.cat([x, fake], 1))) + PAPER_L1_WEIGHT * F.l1_loss(fake.float(), y)
         optG.zero_grad(set_to_none=True); scG.scale(g_loss).backward(); scG.step(optG); scG.update()
         # critic step on the same (detached) fake
         D.requires_grad_(True)
         with ac():
-            d_loss = 0.5 * (lsgan_loss(D(torch.cat([x, y], 1)), True) + lsgan_loss(D(torch.cat([x, fake.detach()], 1)), False))
+            d_loss = PIX2PIX_D_SCALE * lsgan_d_loss(D(torch.cat([x, y], 1)), D(torch.cat([x, fake.detach()], 1)))
         optD.zero_grad(set_to_none=True); scD.scale(d_loss).backward(); scD.step(optD); scD.update()
         if device.type == 'cuda': torch.cuda.synchronize()
         times.append(time.perf_counter())
@@ -139,7 +136,7 @@ def main(argv=None):
         for r in rows:
             if r['device'] == dev: r['relative_to_plain'] = round(r['images_per_s'] / base, 3)
     res = {'benchmark': 'ssl pix2pix pretraining throughput', 'date_utc': datetime.now(timezone.utc).isoformat(timespec='seconds'),
-           'settings': {'arch': a.arch, 'critic': 'PatchGANDiscriminator(n_in=2) defaults', 'crop': a.crop, 'bs': a.bs,
+           'settings': {'arch': a.arch, 'critic': "build_model('patchgan', n_in=2) defaults", 'crop': a.crop, 'bs': a.bs,
                         'timed_steps': a.steps, 'warmup_steps': a.warmup, 'repeats': a.repeats, 'data': 'in-memory synthetic lattices'},
            'machine': machine_info(), 'results': rows}
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)

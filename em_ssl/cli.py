@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Literal
 
 # %% auto #0
-__all__ = ['NAMED_TYPES', 'COMMANDS', 'COMMAND_LINE', 'PRETRAIN_HELPS', 'FINETUNE_TASKS', 'FINETUNE_HELPS', 'PREDICT_HELPS',
-           'nonneg_int', 'pos_int', 'pos_float', 'fraction', 'coverage', 'json_dict', 'none_or_str', 'missing_docments',
+__all__ = ['NAMED_TYPES', 'COMMANDS', 'COMMAND_LINE', 'FINETUNE_TASKS', 'FINETUNE_HELPS', 'PREDICT_HELPS', 'nonneg_int',
+           'pos_int', 'pos_float', 'fraction', 'coverage', 'json_dict', 'none_or_str', 'missing_docments',
            'add_command', 'command', 'simulate', 'complete', 'demo', 'info', 'pretrain', 'finetune', 'predict',
            'build_parser', 'flag_hints', 'main']
 
@@ -69,7 +69,7 @@ def none_or_str(s) -> str | None:
 
 # %% ../nbs/21_cli.ipynb #22316142
 NAMED_TYPES = dict(seed=nonneg_int, page=nonneg_int, num_workers=nonneg_int, freeze_epochs=nonneg_int,
-                   epochs=pos_int, crop=pos_int, bs=pos_int, n_classes=pos_int, max_crops_per_file=pos_int,
+                   epochs=pos_int, crop=pos_int, bs=pos_int, n_classes=pos_int, n_crops=pos_int,
                    epoch_size=pos_int, tile=pos_int, threads=pos_int, lr=pos_float, dose=pos_float,
                    radius=pos_float, max_minutes=pos_float, valid_pct=fraction, coverage=coverage)
 
@@ -250,12 +250,14 @@ def demo(out: str = "em_ssl_demo", # output folder for the figures
     for k, v in res.items(): print(f"{k}: {v}")
 
 # %% ../nbs/21_cli.ipynb #0a5d1a12
-@command()
-def info(checkpoint: str, # checkpoint file (.pth), or the name of bundled weights such as 'default'
+@command(positional=("checkpoint",))
+def info(checkpoint: str | None = None, # checkpoint file (.pth) or bundled weights' name; omit (or 'default') for all bundled weights
         ) -> None:
     "Describe a checkpoint: format, kind, model, parameter count, training state and provenance."
-    from em_ssl.checkpoint import describe_checkpoint
-    print(describe_checkpoint(checkpoint))
+    ck = import_module("em_ssl.checkpoint")
+    names = list(ck.BUNDLED) if checkpoint in (None, "default") else [checkpoint]
+    print("\n\n".join(ck.describe_checkpoint(n) for n in names))
+
 
 # %% ../nbs/21_cli.ipynb #0a5d1a14
 def _model_names() -> str:
@@ -263,21 +265,9 @@ def _model_names() -> str:
     try: return "registered models: " + ", ".join(import_module("em_ssl.models").list_models())
     except (ImportError, AttributeError): return "(the model registry em_ssl.models.list_models is not available)"
 
-PRETRAIN_HELPS = dict(
-    data_dir="folder(s) or file(s) of unlabeled micrographs", out_dir="output folder (checkpoint, training state, metrics)",
-    arch="generator architecture (a registered model name)", epochs="training epochs", crop="crop size in pixels",
-    bs="batch size", lr="Adam learning rate", seed="random seed", overwrite="replace an existing run in --out",
-    resume="continue the run in --out from its last saved training state",
-    valid_pct="fraction of the files (or of the image) kept for validation",
-    arch_kwargs="generator settings as a JSON object, e.g. '{\"base\": 32}'",
-    critic_kwargs="PatchGAN critic settings as a JSON object", num_workers="data-loading worker processes",
-    max_crops_per_file="at most this many crops per file and epoch (unset: no limit)",
-    fp16="mixed precision on CUDA (unset: on when CUDA is available)", channels_last="channels-last memory format",
-    max_minutes="stop cleanly (after saving) when this wall-clock budget is spent (unset: no limit)")
-
 # %% ../nbs/21_cli.ipynb #ca1ef281
 @command(wraps="em_ssl.pretrain:pretrain_folder", required_options=("out_dir",), flags={"out_dir": ("--out",)},
-         nargs={"data_dir": "+"}, helps=PRETRAIN_HELPS, help="GAN self-supervised pretraining on unlabeled micrographs.",
+         nargs={"data_dir": "+"}, help="GAN self-supervised pretraining on unlabeled micrographs.",
          exclude={"corruption": "a Python object (em_ssl.pretrain.Corruption): the command line uses the paper's corruption",
                   "extra": "filled in by the command: the command line and the thread count, for provenance"})
 def pretrain(threads: int | None = None, # torch threads per process, torch.set_num_threads (unset: torch's default)

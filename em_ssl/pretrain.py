@@ -4,48 +4,46 @@
 
 # %% ../nbs/19_pretrain.ipynb #2d92aac9
 from __future__ import annotations
-import json, math, os, sys, time, warnings, argparse
-from contextlib import contextmanager, nullcontext
+import csv, math, os, warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, asdict, fields
 from functools import partial
 from pathlib import Path
 from types import MethodType
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
-from .io import save_checkpoint, dihedral
-
-# %% auto #0
-__all__ = ['PAPER_L1_WEIGHT', 'PAPER_LR', 'PIX2PIX_BETAS', 'PAPER_BATCH_SIZE', 'PAPER_EPOCHS', 'PRETRAINED_FORMAT', 'HEAD_PREFIX',
-           'DEFAULT_WEIGHTS_NAME', 'Corruption', 'dihedral_batch', 'gaussian_blur_batch', 'corrupt',
-           'CorruptionTransform', 'micrograph_shape', 'MicrographCrops', 'find_micrographs', 'ssl_pretrain_dls',
-           'build_generator', 'build_critic', 'generator_body_state', 'ConditionalGAN', 'lsgan_loss', 'Pix2PixLoss',
-           'Pix2PixTrainer', 'Pix2PixLearner', 'plt_subplots', 'l1_per_image', 'ssl_pretrain_learner',
-           'save_pretrained', 'weights_dir', 'read_checkpoint', 'load_pretrained', 'load_pretrained_critic',
-           'write_history_csv', 'PretrainCheckpoint', 'pretrain_distrib_ctx', 'pretrain_folder', 'pretrain_main']
-
-# %% ../nbs/19_pretrain.ipynb #a4bf89d3
-from fastai.learner import Learner
-from fastai.callback.core import Callback
-from fastai.callback.progress import CSVLogger
-from fastai.callback.fp16 import MixedPrecision
 from fastai.callback.channelslast import ChannelsLast
-from fastai.data.core import DataLoaders, TfmdDL
-from fastai.metrics import ValueMetric
+from fastai.data.core import DataLoaders
 from fastai.optimizer import Adam
 from fastai.torch_core import TensorImage, rank_distrib, num_distrib, distrib_barrier, set_seed
 from fasttransform import ItemTransform
+from .io import dihedral, atomic_write
+from .metrics import ItemMetric, psnr
+from .data import find_micrographs, list_images, split_by_file, CropDataset, crop_dataloaders
+from .models import build_model, model_config
+from .checkpoint import save_checkpoint, load_model, rebuild, resolve_checkpoint
+from .training import StatefulCallback, TrainingCheckpoint, unwrap_model, configure_progress
+from .gan import CriticStep, GANLearner
+
+# %% auto #0
+__all__ = ['PAPER_L1_WEIGHT', 'PAPER_LR', 'PIX2PIX_BETAS', 'PIX2PIX_D_SCALE', 'PAPER_BATCH_SIZE', 'PAPER_EPOCHS',
+           'MIN_EPOCH_CROPS', 'HEAD_PREFIX', 'Corruption', 'dihedral_batch', 'gaussian_blur_batch', 'corrupt',
+           'CorruptionTransform', 'ssl_pretrain_dls', 'generator_body_state', 'l1_per_image', 'pix2pix_l1',
+           'conditional_input', 'ssl_pretrain_learner', 'save_pretrained', 'load_pretrained', 'load_pretrained_critic',
+           'PretrainHistory', 'write_history_csv', 'pretrain_distrib_ctx', 'pretrain_folder']
 
 # %% ../nbs/19_pretrain.ipynb #42e60fd9
-PAPER_L1_WEIGHT = 100.0       # lambda of the L1 term, Kazimi et al. 2024 sec. 4.1 (same as pix2pix)
+PAPER_L1_WEIGHT = 100.0       # lambda of the L1 term, Kazimi et al. 2024 sec. 4.1 (pix2pix's lambda_L1)
 PAPER_LR = 2e-4               # Adam learning rate, Kazimi et al. 2024 sec. 4.1
-PIX2PIX_BETAS = (0.5, 0.999)  # Adam betas of pix2pix (notes ssl_gan_facts.md sec. 3); the paper only names Adam
+PIX2PIX_BETAS = (0.5, 0.999)  # Adam betas, junyanz/pytorch-CycleGAN-and-pix2pix options/train_options.py (beta1=0.5)
+PIX2PIX_D_SCALE = 0.5         # critic loss x 0.5, junyanz/pytorch-CycleGAN-and-pix2pix models/pix2pix_model.py
 PAPER_BATCH_SIZE = 128        # Kazimi et al. 2024 sec. 4.1 (GPU); the CPU defaults below are smaller
 PAPER_EPOCHS = 60             # Kazimi et al. 2024 sec. 4.1
-PRETRAINED_FORMAT = 'em_ssl.pretrained/1'   # checkpoint format tag read by `load_pretrained`
+MIN_EPOCH_CROPS = 256         # default epoch size floor: a handful of images still gives 32 batches of 8
+HEAD_PREFIX = 'head.'         # parameter-name prefix of the generators' output layer (em_ssl.models.unet / hrnet)
 
 # %% ../nbs/19_pretrain.ipynb #9aeb19bc
 def _as_range(v, name: str) -> tuple[float, float]:
@@ -131,7 +129,7 @@ def corrupt(img: Tensor, cfg: Corruption | None = None, generator: torch.Generat
 
 # %% ../nbs/19_pretrain.ipynb #f7292dca
 class CorruptionTransform(ItemTransform):
-    "fastai batch transform: `(clean, clean)` batch -> `(corrupted, clean)` with `corrupt(..., cfg)`."
+    "fastai batch transform: a `(clean,)` batch -> `(corrupted, clean)` with `corrupt(clean, cfg)`."
     split_idx, order = None, 90
     def __init__(self, cfg: Corruption | None = None):
         super().__init__()
@@ -141,277 +139,29 @@ class CorruptionTransform(ItemTransform):
         inp, tgt = corrupt(x, self.cfg)
         return TensorImage(inp), TensorImage(tgt)
 
-# %% ../nbs/19_pretrain.ipynb #956c507f
-def _io():
-    from em_ssl import io as emio
-    return emio
-
-_HEADER_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
-
-def micrograph_shape(path) -> tuple[int, int]:
-    "(H, W) of the 2-D image in `path`, read from the header when the format allows (PNG/JPEG/TIFF/NPY)."
-    path = Path(path)
-    suf = path.suffix.lower()
-    try:
-        if suf in _HEADER_EXTS:
-            from PIL import Image
-            with Image.open(path) as im: return im.size[1], im.size[0]
-        if suf in ('.tif', '.tiff'):
-            import tifffile
-            with tifffile.TiffFile(path) as tf:
-                s = tf.pages[0].shape
-                if len(s) == 2 or (len(s) == 3 and s[-1] in (1, 3, 4)): return int(s[0]), int(s[1])
-        if suf == '.npy':
-            s = np.load(path, mmap_mode='r').shape
-            if len(s) == 2: return int(s[0]), int(s[1])
-    except Exception: pass
-    return tuple(_io().load_image(path).shape[-2:])
-
-def _pad_to(img: np.ndarray, size: int) -> np.ndarray:
-    ph, pw = max(0, size - img.shape[0]), max(0, size - img.shape[1])
-    if ph or pw: img = np.pad(img, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)), mode='reflect' if min(img.shape) > 1 else 'edge')
-    return img
-
-# %% ../nbs/19_pretrain.ipynb #fab6c4f5
-class MicrographCrops(torch.utils.data.Dataset):
-    "Lazily read `crop`x`crop` crops in [0,1] from micrograph `files`; items are `(clean, clean)` TensorImages `[1,c,c]`."
-    def __init__(self, files: Sequence, crop: int = 256, random_crop: bool = True, max_crops_per_file: int | None = None,
-                 shapes: Sequence | None = None):
-        if crop < 8: raise ValueError(f"crop must be >= 8 pixels, got {crop}")
-        self.files, self.crop, self.random_crop = [Path(f) for f in files], int(crop), random_crop
-        self.shapes = list(shapes) if shapes is not None else [micrograph_shape(f) for f in self.files]
-        self.index = []
-        for fi, (h, w) in enumerate(self.shapes):
-            n = max(1, (h // self.crop) * (w // self.crop))
-            if max_crops_per_file: n = min(n, max_crops_per_file)
-            self.index += [(fi, j) for j in range(n)]
-        self._cache = (None, None)
-
-    def __len__(self): return len(self.index)
-
-    def read(self, fi: int) -> np.ndarray:
-        "Normalised image of file `fi` (keeps only the last file in memory)."
-        if self._cache[0] != fi:
-            emio = _io()
-            self._cache = (fi, _pad_to(emio.normalize(emio.load_image(self.files[fi])), self.crop))
-        return self._cache[1]
-
-    def __getitem__(self, i: int):
-        fi, j = self.index[i]
-        img, c = self.read(fi), self.crop
-        H, W = img.shape
-        if self.random_crop:
-            y0, x0 = (int(torch.randint(0, n - c + 1, (1,))) for n in (H, W))
-        else:
-            nx = max(1, W // c)
-            y0, x0 = min((j // nx) * c, H - c), min((j % nx) * c, W - c)
-        t = torch.from_numpy(np.ascontiguousarray(img[y0:y0 + c, x0:x0 + c], dtype=np.float32))[None]
-        return TensorImage(t), TensorImage(t.clone())
-
 # %% ../nbs/19_pretrain.ipynb #91175494
-def find_micrographs(path_or_paths) -> list[Path]:
-    "Micrograph files under folder(s)/file(s) `path_or_paths`; clear errors for missing or empty folders."
-    paths = [path_or_paths] if isinstance(path_or_paths, (str, os.PathLike)) else list(path_or_paths)
-    if not paths: raise ValueError("no data folder given")
-    emio, files = _io(), []
-    for p in map(Path, paths):
-        if not p.exists(): raise FileNotFoundError(f"data folder or file not found: {p}")
-        found = [p] if p.is_file() else list(emio.get_micrograph_files(p))
-        if not found: raise ValueError(f"no micrographs found in {p} (readable extensions: {', '.join(emio.MICROGRAPH_EXTENSIONS)})")
-        files += found
-    return sorted(dict.fromkeys(files))
-
-def ssl_pretrain_dls(path, crop: int = 256, bs: int = 8, valid_pct: float = 0.1, seed: int = 0,
-                     corruption: Corruption | None = None, num_workers: int = 0, max_crops_per_file: int | None = None,
-                     device=None, **kwargs) -> DataLoaders:
-    "DataLoaders of clean `crop`-pixel crops streamed from micrographs in `path`; `corruption` is applied per batch."
-    if not 0 <= valid_pct < 1: raise ValueError(f"valid_pct must be in [0, 1), got {valid_pct}")
-    files = find_micrographs(path)
-    rng = np.random.default_rng(seed)
-    if len(files) >= 2 and valid_pct > 0:
-        n_valid = min(len(files) - 1, max(1, int(round(valid_pct * len(files)))))
-        perm = rng.permutation(len(files))
-        vfiles, tfiles = [files[i] for i in sorted(perm[:n_valid])], [files[i] for i in sorted(perm[n_valid:])]
-        train = MicrographCrops(tfiles, crop, True, max_crops_per_file)
-        valid = MicrographCrops(vfiles, crop, False, max_crops_per_file)
-    else:
-        full = MicrographCrops(files, crop, True, max_crops_per_file)
-        valid = MicrographCrops(files, crop, False, max_crops_per_file, shapes=full.shapes)
-        perm = rng.permutation(len(full.index))
-        n_valid = int(round(valid_pct * len(perm))) if valid_pct > 0 else 0
-        if valid_pct > 0 and len(perm) > 1: n_valid = max(1, n_valid)
-        valid.index = [full.index[i] for i in sorted(perm[:n_valid])]
-        full.index = [full.index[i] for i in sorted(perm[n_valid:])]
-        train = full
-    if device is None: device = torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu')
-    tfm = CorruptionTransform(corruption)
-    mk = lambda ds, train: TfmdDL(ds, bs=bs, shuffle=train, drop_last=train and len(ds) > bs, num_workers=num_workers,
-                                  device=device, after_batch=[tfm], **kwargs)
-    return DataLoaders(mk(train, True), mk(valid, False), device=device)
+def ssl_pretrain_dls(path,                               # folder(s) or file(s) of unlabeled micrographs
+                     crop: int = 256,                    # crop side in pixels
+                     bs: int = 8,                        # batch size
+                     valid_pct: float = 0.1,             # share of the files (of a single file: of its area) for validation
+                     seed: int = 0,                      # seeds the choice of validation files
+                     corruption: Corruption | None = None, # the pretext corruption (default `Corruption()`)
+                     n_crops: int | None = None,         # crops per epoch (default: tiles of the training regions, >= MIN_EPOCH_CROPS)
+                     num_workers: int = 0,               # DataLoader worker processes
+                     device=None,                        # default: CUDA if available
+                     **kwargs) -> DataLoaders:
+    "DataLoaders of `(corrupted, clean)` crop batches from the micrographs in `path`."
+    train_r, valid_r = split_by_file(list_images(find_micrographs(path)), valid_pct, seed, min_size=crop)
+    n = n_crops or max(MIN_EPOCH_CROPS, sum(max(1, (r.shape[0] // crop) * (r.shape[1] // crop)) for r in train_r))
+    train = CropDataset(train_r, crop, n, train=True, dihedral=False)
+    valid = CropDataset(valid_r, crop, n, train=False) if valid_r else None
+    return crop_dataloaders(train, valid, bs, device, num_workers, after_batch=[CorruptionTransform(corruption)], **kwargs)
 
 # %% ../nbs/19_pretrain.ipynb #c504cd66
-def build_generator(arch: str = 'unet_2_44', n_in: int = 1, n_out: int = 1, **arch_kwargs) -> nn.Module:
-    "Generator named `arch`: 'unet_B_RF' (U-Net_B_RF from `em_ssl.models.unet`) or 'hrnet'."
-    a = str(arch).lower()
-    if a.startswith('unet_'):
-        parts = a.split('_')
-        if len(parts) != 3 or not (parts[1].isdigit() and parts[2].isdigit()):
-            raise ValueError(f"unknown arch {arch!r}: U-Nets are named 'unet_B_RF', e.g. 'unet_2_44'")
-        from em_ssl.models.unet import unet_b_rf
-        return unet_b_rf(int(parts[1]), int(parts[2]), n_in=n_in, n_out=n_out, **arch_kwargs)
-    if a == 'hrnet':
-        from em_ssl.models.hrnet import hrnet_generator
-        return hrnet_generator(n_in=n_in, n_out=n_out, **arch_kwargs)
-    raise ValueError(f"unknown arch {arch!r}: use 'unet_B_RF' (e.g. 'unet_2_44') or 'hrnet'")
-
-def build_critic(n_in: int = 2, **critic_kwargs) -> nn.Module:
-    "Conditional PatchGAN critic over `n_in` stacked channels (corrupted input + candidate)."
-    from em_ssl.models.patchgan import PatchGANDiscriminator
-    return PatchGANDiscriminator(n_in=n_in, **critic_kwargs)
-
-HEAD_PREFIX = 'head.'   # parameter-name prefix of the generators' output layer (em_ssl.models.unet / hrnet)
-
 def generator_body_state(generator_or_state) -> dict:
     "State-dict entries of the generator body (everything except the `head.` output layer)."
     sd = generator_or_state.state_dict() if isinstance(generator_or_state, nn.Module) else generator_or_state
     return {k: v for k, v in sd.items() if not k.startswith(HEAD_PREFIX)}
-
-# %% ../nbs/19_pretrain.ipynb #2e52fe0a
-class ConditionalGAN(nn.Module):
-    "Generator + conditional critic. `forward(x)` -> G(x); `forward(x, target, fake)` -> critic scores (real, fake)."
-    def __init__(self, generator: nn.Module, critic: nn.Module):
-        super().__init__()
-        self.generator, self.critic = generator, critic
-    def forward(self, x: Tensor, target: Tensor | None = None, fake: Tensor | None = None):
-        if target is None: return self.generator(x)
-        if fake is None:
-            with torch.no_grad(): fake = self.generator(x)
-        return self.critic(torch.cat([x, target], 1)), self.critic(torch.cat([x, fake.detach()], 1))
-
-def lsgan_loss(pred: Tensor, real: bool) -> Tensor:
-    "Least-squares GAN loss of critic scores `pred` against 1 (real) or 0 (fake) (Mao et al. 2017)."
-    return F.mse_loss(pred.float(), torch.full_like(pred.float(), 1.0 if real else 0.0))
-
-# %% ../nbs/19_pretrain.ipynb #4df3c53b
-class Pix2PixLoss(nn.Module):
-    "Generator objective $L_{LSGAN}(D(x, G(x)), 1) + \\lambda |G(x) - y|_1$ with the critic of the GAN module."
-    def __init__(self, critic: nn.Module | None, l1_weight: float = PAPER_L1_WEIGHT, gan_weight: float = 1.0):
-        super().__init__()
-        self.critic_ref, self.l1_weight, self.gan_weight = [critic], l1_weight, gan_weight
-        self.condition, self.last = None, {}
-    def forward(self, fake: Tensor, target: Tensor) -> Tensor:
-        l1 = F.l1_loss(fake.float(), target.float())
-        critic = self.critic_ref[0]
-        if critic is None or self.condition is None or self.gan_weight == 0:
-            gan = torch.zeros((), device=fake.device)
-        else:
-            gan = lsgan_loss(critic(torch.cat([self.condition, fake], 1)), True)
-        self.last = {'g_gan': gan.detach(), 'g_l1': l1.detach()}
-        return self.gan_weight * gan + self.l1_weight * l1
-
-# %% ../nbs/19_pretrain.ipynb #a72fc90c
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, 'module') and isinstance(model.module, nn.Module) else model
-
-class Pix2PixTrainer(Callback):
-    "Alternate generator (fastai step) and conditional critic (`after_step`) updates on every training batch."
-    order = 12   # after MixedPrecision (10) and DistributedTrainer (11): the critic must still require grad when DDP wraps
-    def __init__(self, betas=PIX2PIX_BETAS, crit_lr_mult: float = 1.0, channels_last: bool = False):
-        self.betas, self.crit_lr_mult, self.channels_last = betas, crit_lr_mult, channels_last
-        self.crit_opt, self._crit_opt_state, self.crit_scaler = None, None, None
-        self.d_losses, self.g_gans, self.g_l1s = [], [], []
-
-    @property
-    def gan(self) -> ConditionalGAN: return _unwrap(self.learn.model)
-    @property
-    def critic(self) -> nn.Module: return self.gan.critic
-
-    def before_fit(self):
-        crit = self.critic
-        crit.requires_grad_(True)
-        if self.crit_opt is None or self.crit_opt.param_groups[0]['params'][0] is not next(crit.parameters()):
-            self.crit_opt = torch.optim.Adam(crit.parameters(), lr=PAPER_LR, betas=self.betas)
-            if self._crit_opt_state is not None: self.crit_opt.load_state_dict(self._crit_opt_state); self._crit_opt_state = None
-        self.fp16 = any(isinstance(cb, MixedPrecision) for cb in self.learn.cbs)
-        if self.fp16 and self.crit_scaler is None: self.crit_scaler = torch.amp.GradScaler('cuda')
-        crit.requires_grad_(False)
-
-    def load_crit_opt_state(self, state: dict | None):
-        "Critic optimizer state to restore at the next `before_fit` (resume)."
-        self._crit_opt_state = state
-
-    def before_train(self): self.d_losses, self.g_gans, self.g_l1s = [], [], []
-
-    def before_batch(self):
-        if self.channels_last:
-            self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) for x in self.xb)
-            self.learn.yb = tuple(y.contiguous(memory_format=torch.channels_last) for y in self.yb)
-        self.critic.requires_grad_(False)
-        if isinstance(self.learn.loss_func, Pix2PixLoss): self.learn.loss_func.condition = self.xb[0]
-
-    def after_loss(self):
-        if not self.training: return
-        last = getattr(self.learn.loss_func, 'last', {})
-        if last: self.g_gans.append(float(last['g_gan'])); self.g_l1s.append(float(last['g_l1']))
-
-    def after_step(self):
-        x, y, fake = self.xb[0], self.yb[0], self.pred.detach()
-        lr = self.learn.opt.hypers[-1]['lr'] * self.crit_lr_mult
-        for g in self.crit_opt.param_groups: g['lr'] = lr
-        self.critic.requires_grad_(True)
-        ctx = torch.autocast('cuda', dtype=torch.float16) if self.fp16 else nullcontext()
-        with ctx:
-            real_pred, fake_pred = self.learn.model(x, y, fake)
-            d_loss = 0.5 * (lsgan_loss(real_pred, True) + lsgan_loss(fake_pred, False))
-        self.crit_opt.zero_grad(set_to_none=True)
-        if self.crit_scaler is not None:
-            self.crit_scaler.scale(d_loss).backward(); self.crit_scaler.step(self.crit_opt); self.crit_scaler.update()
-        else:
-            d_loss.backward(); self.crit_opt.step()
-        self.crit_opt.zero_grad(set_to_none=True)
-        self.critic.requires_grad_(False)
-        self.d_losses.append(float(d_loss.detach()))
-
-    def after_fit(self):
-        self.critic.requires_grad_(True)
-        if isinstance(self.learn.loss_func, Pix2PixLoss): self.learn.loss_func.condition = None
-
-    def epoch_means(self) -> dict:
-        "Mean critic loss and generator loss terms over the last training epoch."
-        m = lambda v: float(np.mean(v)) if v else float('nan')
-        return {'d_loss': m(self.d_losses), 'g_gan': m(self.g_gans), 'g_l1': m(self.g_l1s)}
-
-# %% ../nbs/19_pretrain.ipynb #e56fa67f
-class Pix2PixLearner(Learner):
-    "`Learner` for conditional GAN pretraining; `model` is a `ConditionalGAN`, `show_results` shows restorations."
-    @property
-    def generator(self) -> nn.Module: return _unwrap(self.model).generator
-    @property
-    def critic(self) -> nn.Module: return _unwrap(self.model).critic
-
-    def show_results(self, ds_idx: int = 1, dl=None, max_n: int = 4, figsize=None, **kwargs):
-        "Show corrupted input / restored (generator output) / clean target for `max_n` images of `dls[ds_idx]`."
-        dl = dl if dl is not None else self.dls[ds_idx]
-        if len(dl.dataset) == 0: dl = self.dls.train
-        xb, yb = dl.one_batch()
-        gen = self.generator
-        was_training = gen.training
-        gen.eval()
-        with torch.no_grad(): pred = gen(xb.to(next(gen.parameters()).device)).float().cpu()
-        gen.train(was_training)
-        n = min(max_n, len(xb))
-        fig, axs = plt_subplots(3, n, figsize=figsize or (2 * n, 6))
-        for i in range(n):
-            for r, (im, t) in enumerate(((xb, 'corrupted'), (pred, 'restored'), (yb, 'clean'))):
-                ax = axs[r][i]; ax.imshow(im[i, 0].detach().float().cpu().clamp(0, 1), cmap='gray', vmin=0, vmax=1)
-                ax.set_title(t, fontsize=8); ax.axis('off')
-        fig.tight_layout()
-        return fig
-
-def plt_subplots(nrows, ncols, figsize):
-    import matplotlib.pyplot as plt
-    fig, axs = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False)
-    return fig, axs
 
 # %% ../nbs/19_pretrain.ipynb #da745d85
 def l1_per_image(pred: Tensor, target: Tensor, reduction: str = 'mean') -> Tensor:
@@ -419,228 +169,133 @@ def l1_per_image(pred: Tensor, target: Tensor, reduction: str = 'mean') -> Tenso
     v = (pred.float() - target.float()).abs().flatten(1).mean(1)
     return v if reduction == 'none' else v.mean()
 
+def pix2pix_l1(pred: Tensor, target: Tensor, weight: float = PAPER_L1_WEIGHT) -> Tensor:
+    "The generator's reconstruction loss $\\lambda |G(x) - y|_1$ (the LSGAN term comes from `CriticStep`)."
+    return weight * F.l1_loss(pred.float(), target.float())
+
+def conditional_input(xb: tuple, image: Tensor) -> Tensor:
+    "What the conditional critic sees: the corrupted input stacked with a candidate (clean or restored) image."
+    return torch.cat([xb[0], image], 1)
+
+# %% ../nbs/19_pretrain.ipynb #e56fa67f
 def _clamp01(t: Tensor) -> Tensor: return t.float().clamp(0, 1)
 
-def ssl_pretrain_learner(dls: DataLoaders, arch: str = 'unet_2_44', arch_kwargs: dict | None = None,
-                         critic_kwargs: dict | None = None, generator: nn.Module | None = None,
-                         critic: nn.Module | None = None, lr: float = PAPER_LR, l1_weight: float = PAPER_L1_WEIGHT,
-                         betas=PIX2PIX_BETAS, fp16: bool | None = None, channels_last: bool = False,
-                         cbs=None, **kwargs) -> Pix2PixLearner:
-    "pix2pix pretraining `Learner`: `learn.fit(n)` alternates generator and conditional-critic steps per batch."
-    arch_kwargs, critic_kwargs = dict(arch_kwargs or {}), dict(critic_kwargs or {})
-    if generator is None: generator = build_generator(arch, **arch_kwargs)
-    if critic is None: critic = build_critic(2, **critic_kwargs)
-    model = ConditionalGAN(generator, critic)
-    trainer = Pix2PixTrainer(betas=betas, channels_last=channels_last)
-    metrics = [ValueMetric(lambda: trainer.epoch_means()['d_loss'], 'd_loss'),
-               ValueMetric(lambda: trainer.epoch_means()['g_gan'], 'g_gan'),
-               ValueMetric(lambda: trainer.epoch_means()['g_l1'], 'g_l1')]
-    from em_ssl.metrics import ItemMetric, psnr
-    metrics += [ItemMetric(l1_per_image, 'l1'), ItemMetric(psnr, 'psnr', activation=_clamp01)]
-    opt_func = partial(Adam, mom=betas[0], sqr_mom=betas[1], eps=1e-8, wd=0.)
-    learn = Pix2PixLearner(dls, model, loss_func=Pix2PixLoss(critic, l1_weight), opt_func=opt_func, lr=lr,
-                           splitter=lambda m: [list(_unwrap(m).generator.parameters())],
-                           metrics=metrics, cbs=[trainer] + list(cbs or []), **kwargs)
-    learn.arch, learn.arch_kwargs, learn.critic_kwargs, learn.pix2pix = arch, arch_kwargs, critic_kwargs, trainer
+def ssl_pretrain_learner(dls: DataLoaders,                 # from `ssl_pretrain_dls`
+                         arch: str = 'unet_2_44',          # generator: a registered model name
+                         arch_kwargs: dict | None = None,  # more `build_model(arch, ...)` settings
+                         critic_kwargs: dict | None = None,# more `build_model('patchgan', ...)` settings
+                         generator: nn.Module | None = None, # a registry-built generator instead of `arch`
+                         critic: nn.Module | None = None,  # a critic instead of the PatchGAN
+                         lr: float = PAPER_LR,             # learning rate of both networks
+                         l1_weight: float = PAPER_L1_WEIGHT, # lambda of the L1 term
+                         betas=PIX2PIX_BETAS,              # Adam betas of both networks
+                         fp16: bool | None = None,         # mixed precision (default: on when the data live on CUDA)
+                         channels_last: bool = False,      # channels-last memory format (fastai `ChannelsLast`)
+                         cbs=None, **kwargs) -> GANLearner:
+    "pix2pix pretraining `GANLearner`: `learn.fit(n)` alternates generator and conditional-critic steps per batch."
+    gen = generator if generator is not None else build_model(arch, n_in=1, n_out=1, **(arch_kwargs or {}))
+    critic = critic if critic is not None else build_model('patchgan', n_in=2, **(critic_kwargs or {}))
+    step = CriticStep(critic, 'lsgan', lr=None, lr_mult=1., betas=betas, d_scale=PIX2PIX_D_SCALE, critic_input=conditional_input)
+    metrics = step.metrics() + [ItemMetric(l1_per_image, 'l1'), ItemMetric(psnr, 'psnr', activation=_clamp01)]
+    spec = model_config(gen)
+    learn = GANLearner(dls, gen, loss_func=partial(pix2pix_l1, weight=l1_weight), lr=lr, metrics=metrics,
+                       opt_func=partial(Adam, mom=betas[0], sqr_mom=betas[1], eps=1e-8, wd=0.), cbs=[step] + list(cbs or []),
+                       model_name=spec['name'], model_config=spec['config'], **kwargs)
     on_cuda = torch.device(getattr(dls, 'device', None) or 'cpu').type == 'cuda'
-    if fp16 is None: fp16 = on_cuda
     if fp16 and not on_cuda: warnings.warn("fp16 needs CUDA: training in float32")
-    elif fp16: learn.to_fp16()
+    elif on_cuda and fp16 is not False: learn.to_fp16()
     if channels_last: learn.add_cb(ChannelsLast())
     return learn
 
 # %% ../nbs/19_pretrain.ipynb #8b3cc080
-def _em_ssl_version() -> str:
-    try:
-        from em_ssl import __version__
-        return str(__version__)
-    except Exception: return 'unknown'
-
 def _corruption_of(dls) -> dict | None:
-    for dl in getattr(dls, 'loaders', []):
-        for t in getattr(getattr(dl, 'after_batch', None), 'fs', []):
-            if isinstance(t, CorruptionTransform): return t.cfg.to_dict()
+    for t in getattr(getattr(getattr(dls, 'train', None), 'after_batch', None), 'fs', []):
+        if isinstance(t, CorruptionTransform): return t.cfg.to_dict()
     return None
 
-def _history(learn) -> list[dict]:
-    h = getattr(getattr(learn, 'pretrain_checkpoint', None), 'history', None)
-    return list(h) if h else []
-
-def _plain(o):
-    "Containers made plain Python (fastcore `L` -> list) so that `torch.load(weights_only=True)` accepts them."
-    if isinstance(o, dict): return {k: _plain(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)) or type(o).__name__ == 'L': return [_plain(v) for v in o]
-    return o
-
-
-def save_pretrained(learn_or_generator, path, arch: str | None = None, arch_kwargs: dict | None = None,
-                    extra: dict | None = None, overwrite: bool = False, critic: nn.Module | None = None,
-                    critic_kwargs: dict | None = None, pretext: dict | Corruption | None = None,
-                    history: list | None = None) -> Path:
-    "Write a `em_ssl.pretrained/1` checkpoint of a pretraining `Learner` (or a bare generator) to `path` (rank 0 only)."
-    path = Path(path)
-    if isinstance(learn_or_generator, Learner):
-        learn = learn_or_generator
-        gan = _unwrap(learn.model)
-        gen, critic = gan.generator, critic if critic is not None else gan.critic
-        arch = arch if arch is not None else getattr(learn, 'arch', None)
-        arch_kwargs = arch_kwargs if arch_kwargs is not None else getattr(learn, 'arch_kwargs', {})
-        critic_kwargs = critic_kwargs if critic_kwargs is not None else getattr(learn, 'critic_kwargs', {})
-        pretext = pretext if pretext is not None else _corruption_of(learn.dls)
-        history = history if history is not None else _history(learn)
-    elif isinstance(learn_or_generator, nn.Module): gen = _unwrap(learn_or_generator)
-    else: raise TypeError(f"expected a Learner or an nn.Module, got {type(learn_or_generator).__name__}")
-    if not arch: raise ValueError("arch is required (e.g. 'unet_2_44') so the generator can be rebuilt")
-    if isinstance(pretext, Corruption): pretext = pretext.to_dict()
-    if rank_distrib() != 0: return path
-    if path.exists() and not overwrite: raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    cpu = lambda m: {k: v.detach().float().cpu().clone() if v.is_floating_point() else v.detach().cpu().clone()
-                     for k, v in _unwrap(m).state_dict().items()}
-    ckpt = {'format': PRETRAINED_FORMAT, 'arch': str(arch), 'arch_kwargs': dict(arch_kwargs or {}),
-            'generator': cpu(gen), 'critic': cpu(critic) if critic is not None else None,
-            'critic_kwargs': dict(critic_kwargs or {}), 'pretext': pretext, 'head_prefix': HEAD_PREFIX,
-            'em_ssl_version': _em_ssl_version(), 'history': list(history or []), 'extra': dict(extra or {})}
-    save_checkpoint(ckpt, path, overwrite=True)
-    return path
+def save_pretrained(learn_or_generator,              # a pretraining `GANLearner`, or a registry-built generator
+                    path,                            # the checkpoint file to write
+                    critic: nn.Module | None = None, # the critic (default: the learner's)
+                    pretext: dict | Corruption | None = None, # the corruption (default: the learner's data's)
+                    provenance: dict | None = None,  # data, command, history, metrics...
+                    overwrite: bool = False,         # replace an existing `path`
+                   ) -> Path:
+    "Write a `'pretrained'` checkpoint of the generator, with its critic and pretext task (rank 0 only)."
+    if isinstance(learn_or_generator, GANLearner):
+        gen, critic = learn_or_generator.generator, critic if critic is not None else learn_or_generator.critic
+        if pretext is None: pretext = _corruption_of(learn_or_generator.dls)
+    elif isinstance(learn_or_generator, nn.Module): gen = unwrap_model(learn_or_generator)
+    else: raise TypeError(f"expected a GANLearner or an nn.Module, got {type(learn_or_generator).__name__}")
+    if rank_distrib() != 0: return Path(path)
+    crit = None if critic is None else {**model_config(critic), 'weights': {k: v.detach().cpu() for k, v in critic.state_dict().items()}}
+    extra = {'critic': crit, 'pretext': pretext.to_dict() if isinstance(pretext, Corruption) else pretext, 'head_prefix': HEAD_PREFIX}
+    return save_checkpoint(path, gen, kind='pretrained', extra=extra, provenance=provenance, overwrite=overwrite)
 
 # %% ../nbs/19_pretrain.ipynb #f6cd7b14
-def weights_dir() -> Path:
-    "Folder of the bundled weights (`em_ssl/weights`)."
-    import em_ssl
-    return Path(em_ssl.__file__).parent/'weights'
+def load_pretrained(path_or_name='default', # a file, a bundled name, or 'default' (the bundled `ssl_unet_small`)
+                    device='cpu',           # where to put the generator
+                   ) -> tuple[nn.Module, dict]:
+    "`(generator, checkpoint dict)` of a pretrained checkpoint (`em_ssl.checkpoint.load_model`); the dict adds `path`."
+    gen, ck = load_model(path_or_name, 'pretrained', device)
+    return gen, {**ck, 'path': str(resolve_checkpoint(path_or_name, 'pretrained'))}
 
-DEFAULT_WEIGHTS_NAME = 'ssl_unet_small.pth'   # bundled small U-Net_2_44, see its .json for how it was trained
-
-def _resolve_checkpoint(path_or_name) -> Path:
-    if path_or_name is None or str(path_or_name) == 'default':
-        p = weights_dir()/DEFAULT_WEIGHTS_NAME
-    else:
-        p = Path(path_or_name)
-        if not p.exists() and p.suffix == '' and len(p.parts) == 1:
-            cand = weights_dir()/f'{p.name}.pth'
-            if cand.exists(): p = cand
-    if not p.exists(): raise FileNotFoundError(f"pretrained checkpoint not found: {p}")
-    return p
-
-def read_checkpoint(path_or_name='default') -> dict:
-    "The raw checkpoint dict of `path_or_name`, validated to be format `em_ssl.pretrained/1`."
-    p = _resolve_checkpoint(path_or_name)
-    try: ckpt = torch.load(p, map_location='cpu', weights_only=True)
-    except Exception as e: raise ValueError(f"{p} is not an em_ssl pretrained checkpoint (cannot load: {e})") from None
-    if not isinstance(ckpt, dict) or ckpt.get('format') != PRETRAINED_FORMAT:
-        found = ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{p} is not an em_ssl pretrained checkpoint: format {found!r}, expected {PRETRAINED_FORMAT!r}")
-    for k in ('arch', 'arch_kwargs', 'generator'):
-        if k not in ckpt: raise ValueError(f"{p}: checkpoint lacks the {k!r} entry")
-    ckpt['path'] = str(p)
-    return ckpt
-
-def load_pretrained(path_or_name='default') -> tuple[nn.Module, dict]:
-    "Rebuild the pretrained generator: `(generator, meta)`; `'default'` is the bundled `weights/ssl_unet_small.pth`."
-    ckpt = read_checkpoint(path_or_name)
-    gen = build_generator(ckpt['arch'], **ckpt['arch_kwargs'])
-    try: gen.load_state_dict(ckpt['generator'])
-    except RuntimeError as e: raise ValueError(f"{ckpt['path']}: weights do not fit arch {ckpt['arch']!r}: {e}") from None
-    meta = {k: v for k, v in ckpt.items() if k != 'generator'}
-    return gen, meta
-
-def load_pretrained_critic(meta: dict) -> nn.Module | None:
-    "Rebuild the critic saved in a checkpoint (`meta` from `load_pretrained`), or None if none was saved."
-    if meta.get('critic') is None: return None
-    crit = build_critic(2, **meta.get('critic_kwargs', {}))
-    crit.load_state_dict(meta['critic'])
-    return crit
+def load_pretrained_critic(meta: dict, device='cpu') -> nn.Module | None:
+    "The critic saved in a pretrained checkpoint (`meta` from `load_pretrained`), or None if none was saved."
+    c = (meta.get('extra') or {}).get('critic')
+    return None if c is None else rebuild(c['name'], c['config'], c['weights'], meta.get('path', 'checkpoint'), device)
 
 # %% ../nbs/19_pretrain.ipynb #700dc769
-def write_history_csv(history: list[dict], path) -> Path:
-    "Write per-epoch `history` rows as CSV (rewritten whole, so it stays consistent across resumes)."
-    import csv
-    cols = list(dict.fromkeys(k for row in history for k in row))
-    path = Path(path); tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, 'w', newline='') as f:
-        w = csv.DictWriter(f, fieldnames=cols); w.writeheader(); w.writerows(history)
-    os.replace(tmp, path)
-    return path
-
-class PretrainCheckpoint(Callback):
-    "After each epoch: append the recorder's row to `history`, save `pretrained.pth` + `last_state.pth` (rank 0)."
-    order = 60   # after Recorder (50) has logged the epoch
-    def __init__(self, out_dir, history: list | None = None, max_minutes: float | None = None, extra: dict | None = None,
-                 epoch_offset: int = 0):
-        self.out_dir, self.history, self.max_minutes, self.extra = Path(out_dir), list(history or []), max_minutes, dict(extra or {})
-        self.epoch_offset, self.t0, self.n_batches = epoch_offset, time.time(), 0
-    def before_fit(self): self.learn.pretrain_checkpoint = self; self.t0 = time.time()
-    def _over_budget(self) -> bool:
-        "Wall-clock budget exceeded (agreed across ranks, so that all stop at the same batch)."
-        if self.max_minutes is None: return False
-        over = time.time() - self.t0 > 60 * self.max_minutes
-        import torch.distributed as dist
-        if num_distrib() > 1 and dist.is_initialized():
-            t = torch.tensor([float(over)], device=next(self.learn.model.parameters()).device)
-            dist.all_reduce(t, op=dist.ReduceOp.MAX); over = bool(t.item())
-        return over
+class PretrainHistory(StatefulCallback):
+    "The recorder's values as one row per trained epoch (`history`, kept in the training state); counts training batches."
+    order = 55   # after the Recorder (50) has logged the epoch, before TrainingCheckpoint (60) saves
+    def __init__(self): self.history, self.n_batches, self.trained = [], 0, False
+    def before_train(self): self.trained = True   # not reached for epochs skipped on resume
     def after_batch(self):
-        if not self.training: return
-        self.n_batches += 1
-        if self._over_budget():    # stop this epoch's training early; validation and saving still run
-            from fastai.callback.core import CancelTrainException
-            raise CancelTrainException()
+        if self.training: self.n_batches += 1
     def after_epoch(self):
-        rec = self.learn.recorder
-        names, row = list(rec.metric_names), {}
-        if len(rec.log) < len(names):   # training cut short (time budget): the recorder logs no train_loss
+        if not self.trained: return
+        rec, row, self.trained = self.learn.recorder, {}, False
+        names = list(rec.metric_names)
+        if len(rec.log) < len(names):   # training cut short (time budget): the recorder logged no train_loss
             names.remove('train_loss'); row = {'train_loss': float(rec.smooth_loss.value), 'partial_epoch': True}
-        for name, v in zip(names, rec.log):
-            try: row[name] = float(v) if name != 'time' else v
-            except (TypeError, ValueError): row[name] = None if v is None else str(v)
-        row['epoch'] = int(self.epoch) + self.epoch_offset
-        self.history.append(row)
-        extra = {**self.extra, 'wall_s': round(time.time() - self.t0 + self.extra.get('wall_s', 0), 1)}
-        save_pretrained(self.learn, self.out_dir/'pretrained.pth', overwrite=True, history=self.history, extra=extra)
-        if rank_distrib() == 0:
-            state = {'format': 'em_ssl.pretrain_state/1', 'epoch': row['epoch'] + 1, 'arch': self.learn.arch,
-                     'arch_kwargs': self.learn.arch_kwargs, 'generator': self.learn.generator.state_dict(),
-                     'critic': self.learn.critic.state_dict(), 'gen_opt': _plain(self.learn.opt.state_dict()),
-                     'crit_opt': self.learn.pix2pix.crit_opt.state_dict(), 'history': self.history, 'extra': extra}
-            save_checkpoint(state, self.out_dir/'last_state.pth', overwrite=True)
-            write_history_csv(self.history, self.out_dir/'metrics.csv')
-            print(f"saved checkpoint {self.out_dir/'pretrained.pth'} (epoch {row['epoch']}, rank {rank_distrib()})", flush=True)
-        if self._over_budget():
-            from fastai.callback.core import CancelFitException
-            raise CancelFitException()
+        row.update({n: v if n == 'time' or v is None else float(v) for n, v in zip(names, rec.log)})
+        self.history.append({**row, 'epoch': int(self.epoch)})
+    def state_dict(self) -> dict: return {'history': list(self.history)}
+    def load_state_dict(self, state: dict): self.history = list(state['history'])
+
+def write_history_csv(history: list[dict], path) -> Path:
+    "Write per-epoch `history` rows as CSV, atomically (rewritten whole, so it stays consistent across resumes)."
+    cols = list(dict.fromkeys(k for row in history for k in row))
+    def write(tmp):
+        with open(tmp, 'w', newline='') as f:
+            w = csv.DictWriter(f, fieldnames=cols); w.writeheader(); w.writerows(history)
+    return atomic_write(path, write, overwrite=True)
 
 # %% ../nbs/19_pretrain.ipynb #9bd91fd0
-def _distributed_dl_cls():
+def _wrap_dl_any_backend(self, dl):
+    "`DistributedTrainer._wrap_dl` with a `DistributedDL` whose index broadcast uses a CPU tensor unless on nccl."
+    import torch.distributed as dist
     from fastai.distributed import DistributedDL
     class AnyBackendDistributedDL(DistributedDL):
-        "fastai `DistributedDL` whose index broadcast uses a CPU tensor when the backend is not nccl (gloo)."
         def _broadcast(self, t, rank):
-            import torch.distributed as dist
             if dist.get_backend() == 'nccl': return super()._broadcast(t, rank)
             t = torch.LongTensor(t); dist.broadcast(t, rank)
             return t.tolist()
-    return AnyBackendDistributedDL
-
-def _wrap_dl_any_backend(self, dl):
-    from fastai.distributed import DistributedDL
-    if isinstance(dl, DistributedDL): return dl
-    return _distributed_dl_cls()(dl, device=next(self.learn.model.parameters()).device)
+    return dl if isinstance(dl, DistributedDL) else AnyBackendDistributedDL(dl, device=next(self.learn.model.parameters()).device)
 
 @contextmanager
-def pretrain_distrib_ctx(learn: Learner, **kwargs):
+def pretrain_distrib_ctx(learn: GANLearner, **kwargs):
     "`learn.distrib_ctx()` set up for GAN pretraining on CUDA (nccl) or CPU (gloo); a no-op in a single process."
     if num_distrib() <= 1:
         yield learn; return
     import torch.distributed as dist
-    from accelerate import DistributedDataParallelKwargs
     from fastai.distributed import DistributedTrainer
     cuda = torch.cuda.is_available()
     if cuda: torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
     if not dist.is_initialized(): dist.init_process_group('nccl' if cuda else 'gloo')
-    handlers = list(kwargs.pop('kwargs_handlers', [])) + [DistributedDataParallelKwargs(find_unused_parameters=True)]
     kwargs.setdefault('sync_bn', cuda)
     if not cuda: kwargs.setdefault('cpu', True)   # accelerate only detects multi-CPU (gloo) runs with cpu=True
-    with learn.distrib_ctx(kwargs_handlers=handlers, **kwargs):
+    with learn.distrib_ctx(**kwargs):
         for cb in learn.cbs:
             if isinstance(cb, DistributedTrainer):
                 if cb.accelerator.num_processes != num_distrib():
@@ -649,85 +304,73 @@ def pretrain_distrib_ctx(learn: Learner, **kwargs):
         yield learn
 
 # %% ../nbs/19_pretrain.ipynb #49e139c6
-def pretrain_folder(data_dir, out_dir, arch: str = 'unet_2_44', epochs: int = 10, crop: int = 256, bs: int = 8,
-                    lr: float = PAPER_LR, seed: int = 0, overwrite: bool = False, resume: bool = False,
-                    valid_pct: float = 0.1, arch_kwargs: dict | None = None, critic_kwargs: dict | None = None,
-                    corruption: Corruption | None = None, num_workers: int = 0, max_crops_per_file: int | None = None,
-                    fp16: bool | None = None, channels_last: bool = False, max_minutes: float | None = None,
-                    extra: dict | None = None) -> Path:
-    "Pretrain a generator on the micrographs in `data_dir` (folder, file or list); returns `out_dir/pretrained.pth`."
+def _check(ok: bool, name: str, what: str, value):
+    if not ok: raise ValueError(f"{name} must be {what}, got {value!r}")
+
+def _is_int(v) -> bool: return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+def pretrain_folder(data_dir,                           # folder(s) or file(s) of unlabeled micrographs; every page of a stack is an image
+                    out_dir,                            # output folder: pretrained.pth, last_state.pth, metrics.csv
+                    arch: str = 'unet_2_44',            # generator architecture, a registered model name (e.g. unet_2_44, hrnet)
+                    epochs: int = 10,                   # total training epochs (on resume: including those already done)
+                    crop: int = 256,                    # side of the square training crops in pixels (at least 16)
+                    bs: int = 8,                        # batch size per process
+                    lr: float = PAPER_LR,               # Adam learning rate of generator and critic (Kazimi et al. 2024, sec. 4.1)
+                    n_crops: int | None = None,         # random crops per epoch (unset: one per crop-sized tile of the training images, at least 256)
+                    valid_pct: float = 0.1,             # share of the files (of a single file: of its area) kept for validation; 0: no validation
+                    seed: int = 0,                      # random seed of the split, the crops, the corruption and the initial weights
+                    overwrite: bool = False,            # replace an existing run in out_dir
+                    resume: bool = False,               # continue the run in out_dir from its last saved training state
+                    arch_kwargs: dict | None = None,    # generator settings for em_ssl.models.build_model, e.g. {"base_width": 8}
+                    critic_kwargs: dict | None = None,  # PatchGAN critic settings, e.g. {"ndf": 32}
+                    corruption: Corruption | None = None, # the pretext corruption (unset: Corruption() defaults)
+                    num_workers: int = 0,               # data-loading worker processes
+                    fp16: bool | None = None,           # mixed precision (unset: on when CUDA is used; never on the CPU)
+                    channels_last: bool = False,        # channels-last memory format (fastai ChannelsLast), for tensor-core GPUs
+                    max_minutes: float | None = None,   # wall-clock budget: stop cleanly, after saving, when it is spent (unset: no limit)
+                    extra: dict | None = None,          # provenance for the checkpoints, e.g. {"command": ..., "threads": ...}
+                   ) -> Path:
+    "Pretrain a generator on the micrographs in `data_dir`; returns `out_dir/pretrained.pth`."
+    _check(_is_int(epochs) and epochs >= 1, 'epochs', 'an integer >= 1', epochs)
+    _check(_is_int(bs) and bs >= 1, 'bs', 'an integer >= 1', bs)
+    _check(_is_int(crop) and crop >= 16, 'crop', 'an integer >= 16 (pixels)', crop)
+    _check(n_crops is None or (_is_int(n_crops) and n_crops >= 1), 'n_crops', 'an integer >= 1 or None', n_crops)
+    _check(isinstance(lr, (int, float)) and 0 < lr < math.inf, 'lr', 'a number > 0', lr)
+    _check(isinstance(valid_pct, (int, float)) and 0 <= valid_pct < 1, 'valid_pct', 'in [0, 1)', valid_pct)
+    _check(max_minutes is None or max_minutes > 0, 'max_minutes', '> 0 or None', max_minutes)
     out = Path(out_dir)
-    ckpt, state_path, csv = out/'pretrained.pth', out/'last_state.pth', out/'metrics.csv'
-    if epochs < 1: raise ValueError(f"epochs must be >= 1, got {epochs}")
-    if resume and not state_path.exists(): raise FileNotFoundError(f"cannot resume: no training state {state_path}")
-    if not resume and not overwrite and (ckpt.exists() or csv.exists() or state_path.exists()):
-        raise FileExistsError(f"{out} already holds a pretraining run; pass overwrite=True or resume=True")
+    ckpt, state, csv_path = out/'pretrained.pth', out/'last_state.pth', out/'metrics.csv'
+    if resume and not state.exists(): raise FileNotFoundError(f"cannot resume: no training state {state} (start a new run without resume=True)")
+    if not resume and not overwrite and any(p.exists() for p in (ckpt, state, csv_path)):
+        raise FileExistsError(f"{out} already holds a pretraining run; pass overwrite=True to replace it or resume=True to continue it")
     set_seed(seed)
     if num_distrib() > 1 and torch.cuda.is_available(): torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
-    dls = ssl_pretrain_dls(data_dir, crop=crop, bs=bs, valid_pct=valid_pct, seed=seed, corruption=corruption,
-                           num_workers=num_workers, max_crops_per_file=max_crops_per_file)
+    dls = ssl_pretrain_dls(data_dir, crop, bs, valid_pct, seed, corruption, n_crops, num_workers)
     learn = ssl_pretrain_learner(dls, arch, arch_kwargs, critic_kwargs, lr=lr, fp16=fp16, channels_last=channels_last,
-                                 path=out, model_dir='.')
-    if num_distrib() > 1: set_seed(seed + rank_distrib())   # different crops/corruptions per rank (DDP syncs the weights)
-    start, history, extra = 0, [], dict(extra or {})
-    if resume:
-        state = torch.load(state_path, map_location='cpu', weights_only=True)
-        if state.get('arch') != arch or state.get('arch_kwargs', {}) != dict(arch_kwargs or {}):
-            raise ValueError(f"{state_path} was trained with arch {state.get('arch')!r} {state.get('arch_kwargs')}, not {arch!r} {arch_kwargs}")
-        learn.generator.load_state_dict(state['generator']); learn.critic.load_state_dict(state['critic'])
-        from fastcore.foundation import L
-        learn.create_opt(); learn.opt.load_state_dict({**state['gen_opt'], 'hypers': L(state['gen_opt']['hypers'])})
-        learn.pix2pix.load_crit_opt_state(state['crit_opt'])
-        start, history, extra = int(state['epoch']), list(state['history']), {**state.get('extra', {}), **extra}
-        if start >= epochs: warnings.warn(f"{state_path} already reached epoch {start} >= epochs={epochs}: nothing to do")
-    extra.setdefault('data', [str(p) for p in ([data_dir] if isinstance(data_dir, (str, os.PathLike)) else data_dir)])
-    extra.update(crop=crop, bs=bs, lr=lr, seed=seed, epochs=epochs, world_size=max(1, num_distrib()),
-                 n_train_crops=len(dls.train_ds), n_valid_crops=len(dls.valid_ds))
-    ck = PretrainCheckpoint(out, history, max_minutes, extra, epoch_offset=start)
+                                 path=out, model_dir='.', cbs=[PretrainHistory()])
+    m = getattr(learn.critic, 'min_size', 16)   # the PatchGAN's smallest input for its n_layers
+    _check(crop >= m, 'crop', f'>= {m} pixels for this critic (critic_kwargs n_layers={getattr(learn.critic, "n_layers", "?")})', crop)
+    start = learn.load_training_state('last_state', restore_rng=num_distrib() <= 1) if resume else 0
+    if num_distrib() > 1: set_seed(seed + 1000 * start + rank_distrib())   # other crops and corruptions per rank
+    if start >= epochs: warnings.warn(f"{state} already reached epoch {start} >= epochs={epochs}: nothing to do")
+    extra = dict(extra or {})
+    data = [str(p) for p in ([data_dir] if isinstance(data_dir, (str, os.PathLike)) else data_dir)]
+    prov = {'data': data, 'command': extra.pop('command', 'em_ssl.pretrain.pretrain_folder'),
+            'run': {**extra, 'arch': arch, 'crop': crop, 'bs': bs, 'lr': lr, 'seed': seed, 'epochs': epochs, 'valid_pct': valid_pct,
+                    'world_size': max(1, num_distrib()), 'n_train_crops': len(dls.train_ds), 'n_valid_crops': len(dls.valid_ds)}}
+    hist = learn.pretrain_history
+    def on_save(learn, epoch):
+        last = {k: v for k, v in hist.history[-1].items() if isinstance(v, float)}
+        save_pretrained(learn, ckpt, provenance={**prov, 'history': hist.history, 'metrics': last}, overwrite=True)
+        write_history_csv(hist.history, csv_path)
+        print(f"saved checkpoint {ckpt} (epoch {epoch - 1}, rank {rank_distrib()})", flush=True)
     if rank_distrib() == 0: out.mkdir(parents=True, exist_ok=True)
+    configure_progress(learn)
     with pretrain_distrib_ctx(learn):
-        if start < epochs: learn.fit(epochs - start, lr, cbs=[ck], reset_opt=not resume)
+        if start < epochs:
+            learn.fit(epochs, lr, start_epoch=start, cbs=[TrainingCheckpoint('last_state', on_save=on_save, max_minutes=max_minutes, provenance=prov)])
     if num_distrib() > 1:
         chk = sum(float(p.detach().double().sum()) for p in learn.generator.parameters())
-        print(f"rank {rank_distrib()}/{num_distrib()}: {ck.n_batches} training batches, generator checksum {chk:.8f}", flush=True)
+        print(f"rank {rank_distrib()}/{num_distrib()}: {hist.n_batches} training batches, generator checksum {chk:.8f}", flush=True)
         distrib_barrier()
     return ckpt
-
-# %% ../nbs/19_pretrain.ipynb #e8c16428
-def pretrain_main(argv: list[str] | None = None) -> Path:
-    "Command line of `python -m em_ssl.pretrain` (see `--help`)."
-    p = argparse.ArgumentParser(prog='python -m em_ssl.pretrain', description='pix2pix self-supervised pretraining on unlabeled micrographs')
-    p.add_argument('data_dir', nargs='+', help='folder(s)/file(s) of unlabeled micrographs')
-    p.add_argument('--out', required=True, help='output folder (pretrained.pth, last_state.pth, metrics.csv)')
-    p.add_argument('--arch', default='unet_2_44')
-    p.add_argument('--arch-kwargs', default='{}', help='JSON dict of generator arguments')
-    p.add_argument('--critic-kwargs', default='{}', help='JSON dict of PatchGAN critic arguments')
-    p.add_argument('--epochs', type=int, default=10)
-    p.add_argument('--crop', type=int, default=256)
-    p.add_argument('--bs', type=int, default=8)
-    p.add_argument('--lr', type=float, default=PAPER_LR)
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--valid-pct', type=float, default=0.1)
-    p.add_argument('--max-crops-per-file', type=int, default=None)
-    p.add_argument('--num-workers', type=int, default=0)
-    p.add_argument('--max-minutes', type=float, default=None)
-    p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads per process')
-    p.add_argument('--channels-last', action='store_true')
-    p.add_argument('--no-fp16', action='store_true', help='disable mixed precision on CUDA')
-    p.add_argument('--resume', action='store_true')
-    p.add_argument('--overwrite', action='store_true')
-    a = p.parse_args(argv)
-    if a.threads: torch.set_num_threads(a.threads)
-    cmd = ' '.join([Path(sys.argv[0]).name] + (list(argv) if argv is not None else sys.argv[1:]))
-    out = pretrain_folder(a.data_dir if len(a.data_dir) > 1 else a.data_dir[0], a.out, arch=a.arch,
-                          epochs=a.epochs, crop=a.crop, bs=a.bs, lr=a.lr, seed=a.seed, overwrite=a.overwrite,
-                          resume=a.resume, valid_pct=a.valid_pct, arch_kwargs=json.loads(a.arch_kwargs),
-                          critic_kwargs=json.loads(a.critic_kwargs), num_workers=a.num_workers,
-                          max_crops_per_file=a.max_crops_per_file, fp16=False if a.no_fp16 else None,
-                          channels_last=a.channels_last, max_minutes=a.max_minutes,
-                          extra={'command': cmd, 'threads': a.threads or torch.get_num_threads()})
-    if rank_distrib() == 0: print(f"wrote {out}", flush=True)
-    return out
-
-# %% ../nbs/19_pretrain.ipynb #50d2d740
-if __name__ == '__main__' and Path(sys.argv[0]).name == 'pretrain.py': pretrain_main()

@@ -90,10 +90,10 @@ def test_undocumented_parameter_is_refused():
 
 
 def test_pretrain_has_every_pretrain_main_option(capsys):
-    "`em-ssl pretrain` exposes every option of `python -m em_ssl.pretrain`, so pretrain_main can go."
+    "`em-ssl pretrain` exposes every option the old `python -m em_ssl.pretrain` had (merged into one CLI)."
     import em_ssl.pretrain as pt
     expected = {"--out", "--arch", "--arch-kwargs", "--critic-kwargs", "--epochs", "--crop", "--bs", "--lr", "--seed",
-                "--valid-pct", "--max-crops-per-file", "--num-workers", "--max-minutes", "--threads",
+                "--valid-pct", "--n-crops", "--num-workers", "--max-minutes", "--threads",
                 "--channels-last", "--no-fp16", "--resume", "--overwrite"}
     if hasattr(pt, "pretrain_main"):
         with pytest.raises(SystemExit): pt.pretrain_main(["--help"])
@@ -268,10 +268,15 @@ def test_info_prints_the_description(monkeypatch, tmp_path, capsys):
     assert "overwrite" not in res[2]
 
 
+def test_info_without_argument_describes_every_bundled_checkpoint(capsys):
+    from em_ssl.checkpoint import BUNDLED
+    code, out, _ = run(capsys, "info")
+    assert code == 0 and out.count("format: em_ssl.checkpoint") == len(BUNDLED) >= 2
+    assert "kind: completion" in out and "kind: pretrained" in out
+
+
 def test_info_real_checkpoint(tmp_path, capsys):
     "The real em_ssl.checkpoint: the bundled weights, and a missing file."
-    ck = pytest.importorskip("em_ssl.checkpoint")
-    if not hasattr(ck, "describe_checkpoint"): pytest.skip("em_ssl.checkpoint.describe_checkpoint does not exist yet")
     code, out, err = run(capsys, "info", "partial_scan_small")
     assert code == 0, err
     assert "kind: completion" in out and "format: em_ssl.checkpoint" in out
