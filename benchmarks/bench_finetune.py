@@ -1,6 +1,7 @@
 """Pretrained vs random initialisation on downstream tasks (Kazimi et al. 2024, sec. 4.2-4.3, small CPU version).
 
-Tasks (data from /work/shared/data, see its README.md; nothing is copied into the repository):
+Tasks (data from `--data`, by default `shared/data` next to the repository checkout, see its README.md; nothing is
+copied into the repository):
 - segment: atom segmentation of single Re atoms in HAADF-STEM (haadf_catalysts, bpy_crop*): disks of radius 3 px
   around the labelled X,Y positions; 6 training images (512 px), 6 held-out test images (centre 256 px crops).
 - denoise: atomagined retrieval PNGs, Poisson-count noise `stem00-cnts2` -> `stem00-clean`; 5 train / 3 test.
@@ -16,7 +17,7 @@ starting with an image-like output head and calibrated BatchNorm statistics). Va
 held-out images are recorded after every epoch.
 
 Run (CPU, background, ~20 min):
-    nice -n 10 python benchmarks/bench_finetune.py --budget-min 22 > /work/scratch/finetune/bench.log 2>&1 &
+    nice -n 10 python benchmarks/bench_finetune.py --budget-min 22 > bench_finetune.log 2>&1 &
 Outputs: benchmarks/results/finetune_{runs.json, epochs.csv, summary.md, curves.png}.
 """
 from __future__ import annotations
@@ -26,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path('/work/shared/data')
+ROOT = Path(__file__).resolve().parents[2]   # the folder that holds the repository checkout
+DATA = ROOT / 'shared' / 'data'               # default of --data
 RESULTS = Path(__file__).resolve().parent / 'results'
 PRIMARY = {'segment': ('dice', 'max'), 'denoise': ('l1', 'min'), 'denoise_bg': ('l1', 'min'), 'superres': ('l1', 'min')}
 
@@ -37,10 +39,10 @@ def _save(path: Path, img: np.ndarray):
     tifffile.imwrite(path, np.asarray(img, np.float32))
 
 
-def prepare_segment(work: Path, n_train: int = 6, n_test: int = 6, test_crop: int = 256) -> dict:
+def prepare_segment(work: Path, data: Path = DATA, n_train: int = 6, n_test: int = 6, test_crop: int = 256) -> dict:
     import pandas as pd
     from em_ssl.io import load_image, normalize
-    src = DATA / 'haadf_catalysts'
+    src = data / 'haadf_catalysts'
     names = sorted((p.stem for p in (src / 'tif_data').glob('bpy_crop*')), key=lambda s: int(s.replace('bpy_crop', '')))
     train, test = names[:n_train], names[-n_test:]
     d = {k: work / 'segment' / k for k in ('train_images', 'train_coords', 'test_images', 'test_coords')}
@@ -69,9 +71,9 @@ def _down_up(img: np.ndarray, factor: int = 2) -> np.ndarray:
     return ndimage.map_coordinates(low, np.meshgrid(yy, xx, indexing='ij'), order=3, mode='nearest')
 
 
-def prepare_restoration(work: Path, task: str) -> dict:
+def prepare_restoration(work: Path, task: str, data: Path = DATA) -> dict:
     from em_ssl.io import load_image, normalize
-    src = DATA / 'atomagined_sim'
+    src = data / 'atomagined_sim'
     if task == 'denoise':
         folder, inp, n_train, n_test = src / 'retrieval' / 'targets' / 'png', 'stem00-cnts2', 5, 3
     else:
@@ -192,7 +194,8 @@ def summarise(runs: list, out: Path, meta: dict):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--pretrained', default='default')
+    p.add_argument('--data', default=str(DATA), help='folder with haadf_catalysts/ and atomagined_sim/ (default: %(default)s)')
+    p.add_argument('--pretrained', default='default', help="pretrained checkpoint: 'default' (bundled) or a file")
     p.add_argument('--tasks', nargs='+', default=['segment', 'denoise_bg', 'superres', 'denoise'])
     p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     p.add_argument('--epochs', type=int, default=5)
@@ -204,7 +207,7 @@ def main(argv=None):
     p.add_argument('--control-steps', type=int, default=5, help="control checkpoint: steps of L1 training (0 to skip)")
     p.add_argument('--budget-min', type=float, default=22, help='stop starting new runs after this many minutes')
     p.add_argument('--threads', type=int, default=2)
-    p.add_argument('--work', default='/work/scratch/finetune/bench_data')
+    p.add_argument('--work', default=str(ROOT / 'scratch' / 'finetune' / 'bench_data'), help='scratch folder for the prepared data (replaced)')
     p.add_argument('--out', default=str(RESULTS))
     p.add_argument('--summarise-only', action='store_true', help='rewrite summary/CSV/PNG from OUT/finetune_runs.json')
     a = p.parse_args(argv)
@@ -213,13 +216,19 @@ def main(argv=None):
         print(summarise(d['runs'], Path(a.out), d['meta'])); return
     import torch
     torch.set_num_threads(a.threads)
-    from em_ssl.pretrain import load_pretrained
-    _, pre = load_pretrained(a.pretrained)
+    from em_ssl.checkpoint import load_checkpoint, resolve_checkpoint
+    ck = load_checkpoint(a.pretrained, 'pretrained')
+    # recorded as given ('default' = the bundled em_ssl/weights/ssl_unet_small.pth): results never hold absolute paths
+    pre = {'path': resolve_checkpoint(a.pretrained, 'pretrained').name if a.pretrained == 'default' else a.pretrained, 'arch': ck['model']['name'],
+           'arch_kwargs': {k: v for k, v in ck['model']['config'].items() if k != 'n_out'},
+           'pretext': ck['extra'].get('pretext'), 'history': ck['provenance'].get('history')}
+    data = Path(a.data)
+    if not data.is_dir(): p.error(f"--data {data} is not a folder (it needs haadf_catalysts/ and atomagined_sim/)")
     work, out = Path(a.work), Path(a.out)
     if work.exists(): shutil.rmtree(work)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
-    paths = {t: prepare_segment(work) if t == 'segment' else prepare_restoration(work, t) for t in a.tasks}
+    paths = {t: prepare_segment(work, data) if t == 'segment' else prepare_restoration(work, t, data) for t in a.tasks}
     print(f"data prepared in {time.time() - t_start:.0f}s", flush=True)
     meta = {'date': datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
             'machine': f"{platform.machine()} CPU, {a.threads} torch threads (shared)",

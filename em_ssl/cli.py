@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Literal
 
 # %% auto #0
-__all__ = ['NAMED_TYPES', 'COMMANDS', 'COMMAND_LINE', 'FINETUNE_TASKS', 'FINETUNE_HELPS', 'PREDICT_HELPS', 'nonneg_int',
-           'pos_int', 'pos_float', 'fraction', 'coverage', 'json_dict', 'none_or_str', 'missing_docments',
-           'add_command', 'command', 'simulate', 'complete', 'demo', 'info', 'pretrain', 'finetune', 'predict',
-           'build_parser', 'flag_hints', 'main']
+__all__ = ['NAMED_TYPES', 'COMMANDS', 'COMMAND_LINE', 'FINETUNE_TASKS', 'nonneg_int', 'pos_int', 'pos_float', 'fraction',
+           'coverage', 'json_dict', 'none_or_str', 'missing_docments', 'add_command', 'command', 'simulate', 'complete',
+           'demo', 'info', 'pretrain', 'finetune', 'predict', 'build_parser', 'flag_hints', 'main']
 
 # %% ../nbs/21_cli.ipynb #a8a14f55
 def _number(s, cast, what: str):
@@ -152,19 +151,18 @@ def add_command(subparsers, # the `add_subparsers()` object of the top-level par
                 choices: dict | None = None, # {parameter: allowed values}
                 flags: dict | None = None, # {parameter: option strings}, e.g. {'output': ('-o', '--output')}
                 nargs: dict | None = None, # {parameter: argparse nargs}
-                helps: dict | None = None, # {parameter: help} used only while the function lacks that docment
                 epilog: str | None = None, # text after the options in the command's --help
                ) -> argparse.ArgumentParser:
     "Add sub-command `name` to `subparsers`: one argument per documented parameter of `func` (and of `wraps`)."
     from fastcore.docments import docments
     func, wraps = _resolve(func), _resolve(wraps)
-    exclude, types_, choices, flags, nargs, helps = (dict(d or {}) for d in (exclude, types, choices, flags, nargs, helps))
+    exclude, types_, choices, flags, nargs = (dict(d or {}) for d in (exclude, types, choices, flags, nargs))
     params, missing = {}, []
     for f in (wraps, func) if wraps else (func,):  # the library's options first, then the command's own
         hints, docs = _type_hints(f), docments(f)
         for k, p in inspect.signature(f).parameters.items():
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or k in exclude or k in params: continue
-            doc = docs.get(k) or helps.get(k)
+            doc = docs.get(k)
             if not doc: missing.append(f"{f.__module__}.{f.__qualname__}({k})")
             params[k] = (p, hints.get(k, inspect.Parameter.empty), doc)
     name = name or func.__name__
@@ -284,19 +282,8 @@ def pretrain(threads: int | None = None, # torch threads per process, torch.set_
 # %% ../nbs/21_cli.ipynb #b627e290
 FINETUNE_TASKS = ("segment", "denoise", "denoise_bg", "superres")  # em_ssl.finetune.TASKS; '-' is accepted for '_'
 
-FINETUNE_HELPS = dict(
-    task="downstream task (denoise-bg is accepted for denoise_bg)", images="folder of input micrographs",
-    targets="masks (segment) or clean/high-resolution images with the same file names",
-    pretrained="'default' (bundled weights), 'none' (random initialisation) or a pretrained checkpoint",
-    arch="architecture for a random initialisation (unset: the pretrained one's)", epochs="training epochs",
-    seed="random seed", out="output folder: checkpoint and per-epoch metrics CSV",
-    overwrite="replace the checkpoint and metrics in a non-empty --out", crop="crop size in pixels", bs="batch size",
-    n_classes="number of classes (segment)", lr="Adam learning rate", valid_pct="fraction of the pairs kept for validation",
-    radius="disk radius in pixels drawn at each coordinate of CSV targets (segment)",
-    freeze_epochs="epochs with the pretrained body frozen before unfreezing (unset: fastai's default)",
-    epoch_size="random crops per training epoch (unset: one per tile)")
 
-@command(wraps="em_ssl.finetune:finetune_folders", required_options=("images", "targets"), helps=FINETUNE_HELPS,
+@command(wraps="em_ssl.finetune:finetune_folders", required_options=("images", "targets"),
          types={"task": lambda s: s.replace("-", "_"), "pretrained": none_or_str}, choices={"task": FINETUNE_TASKS},
          help="Fine-tune a generator on a downstream task.")
 def finetune(**kwargs) -> None:
@@ -305,13 +292,8 @@ def finetune(**kwargs) -> None:
     print(f"wrote {finetune_folders(**kwargs)}")
 
 # %% ../nbs/21_cli.ipynb #9dc0a684
-PREDICT_HELPS = dict(ckpt="fine-tuned checkpoint", inputs="micrographs (files or folders)",
-                     outdir="output folder for float32 TIFFs", overwrite="replace existing output files",
-                     tile="tile size in pixels for large images (unset: the library's)",
-                     device="torch device, e.g. cpu or cuda:0 (unset: automatic)")
-
 @command(wraps="em_ssl.finetune:predict_files", required_options=("outdir",), nargs={"inputs": "+"},
-         flags={"outdir": ("-o", "--output")}, types={"device": str}, helps=PREDICT_HELPS,
+         flags={"outdir": ("-o", "--output")}, types={"device": str},
          help="Apply a fine-tuned checkpoint to micrographs.")
 def predict(**kwargs) -> None:
     "Run a fine-tuned checkpoint on micrographs; write float32 TIFFs."

@@ -253,4 +253,6 @@ def crop_dataloaders(train_ds: CropDataset,           # training crops
     if after_batch is not None: kw['after_batch'] = after_batch
     train = TfmdDL(train_ds, shuffle=True, drop_last=len(train_ds) > bs, **kw)
     valid = TfmdDL(valid_ds if valid_ds is not None else [], shuffle=False, **kw)
-    return DataLoaders(train, valid, device=device)
+    dls = DataLoaders(train, valid, device=device)
+    dls.n_inp  # fastai infers n_inp lazily by drawing an item: draw it now, so a resumed run draws the same crops
+    return dls

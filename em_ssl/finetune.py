@@ -4,57 +4,52 @@
 
 # %% ../nbs/20_finetune.ipynb #1237d15a
 from __future__ import annotations
-import math, os, shutil, warnings
+import os, shlex, sys
 from functools import partial
 from pathlib import Path
-from typing import Sequence
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 
 # %% auto #0
-__all__ = ['TASKS', 'RESTORATION_TASKS', 'FINETUNED_FORMAT', 'PAPER_FINETUNE_LR', 'DEFAULT_CROP', 'DEFAULT_ARCH', 'L1_WEIGHT',
-           'L2_WEIGHT', 'COORD_LABEL_KINDS', 'NORMALISATION', 'PREDICT_TILE', 'PREDICT_OVERLAP', 'check_task',
-           'L1L2Loss', 'match_files', 'read_coords', 'load_mask', 'PairedCrops', 'split_pairs', 'pairs_dls',
-           'segmentation_dls', 'paired_dls', 'coords_dls', 'transfer_weights', 'task_n_out', 'finetune_model',
-           'tiny_pretrained_checkpoint', 'body_head_split', 'task_loss_metrics', 'EpochHistory', 'HistoryCSVLogger',
-           'FinetuneLearner', 'finetune_learner', 'save_finetuned', 'load_finetuned', 'predict_array', 'predict_files',
-           'finetune_folders']
+__all__ = ['TASKS', 'RESTORATION_TASKS', 'PAPER_FINETUNE_LR', 'DEFAULT_CROP', 'DEFAULT_ARCH', 'HEAD_PREFIX', 'L1_WEIGHT',
+           'L2_WEIGHT', 'COORD_LABEL_KINDS', 'NORMALISATION', 'PREDICT_TILE', 'PREDICT_OVERLAP', 'STATE_FILE',
+           'check_task', 'L1L2Loss', 'match_files', 'read_coords', 'load_mask', 'pairs_dls', 'segmentation_dls',
+           'paired_dls', 'coords_dls', 'transfer_weights', 'task_n_out', 'finetune_model', 'tiny_pretrained_checkpoint',
+           'task_loss_metrics', 'EpochHistory', 'HistoryCSVLogger', 'FinetuneLearner', 'finetune_learner',
+           'save_finetuned', 'load_finetuned', 'predict_array', 'predict_files', 'finetune_folders']
 
 # %% ../nbs/20_finetune.ipynb #294c06e0
-from fastai.learner import Learner
 from fastai.callback.core import Callback
 from fastai.callback.progress import CSVLogger
 from fastai.callback.schedule import fit_one_cycle  # noqa: F401  (patches Learner.fit_one_cycle)
-from fastai.data.core import DataLoaders, TfmdDL
+from fastai.data.core import DataLoaders
 from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat
 from fastai.optimizer import Adam
-from fastai.torch_core import TensorImage, TensorMask, set_seed
-from fastprogress.fastprogress import progress_bar
-
+from fastai.torch_core import set_seed
 from . import io as emio
+from .data import find_micrographs, ImageRef, full_regions, split_by_file, CropDataset, crop_dataloaders
+from .checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint, load_model
+from .models import build_model, model_config
+from .models.unet import body_head_splitter
+from .tiling import model_divisor, forward_padded, tiled_apply
+from .training import ResumableLearner, TrainingCheckpoint, configure_progress
 from .metrics import ItemMetric, Dice, DiceMulti, dice_multiclass, psnr, ssim
-from .inference import model_divisor, forward_padded, tiled_apply
 from .synthetic import position_labels, lattice_image
-from .pretrain import (build_generator, load_pretrained, read_checkpoint, save_pretrained, HEAD_PREFIX,
-                             l1_per_image, PRETRAINED_FORMAT,
-                             plt_subplots, _clamp01, _em_ssl_version)
 
 # %% ../nbs/20_finetune.ipynb #988022e8
 TASKS = ('segment', 'denoise', 'denoise_bg', 'superres')
 RESTORATION_TASKS = TASKS[1:]
-FINETUNED_FORMAT = 'em_ssl.finetuned/1'  # checkpoint format tag written by `save_finetuned`
 PAPER_FINETUNE_LR = 2e-4   # Adam learning rate for all downstream tasks, Kazimi et al. 2024 sec. 4.2 and 4.3
-DEFAULT_CROP = 256         # TEMImageNet tasks use 256x256 crops (Kazimi et al. sec. 4.3; the Au segmentation used 448)
+DEFAULT_CROP = 256         # TEMImageNet tasks use 256x256 crops (Kazimi et al. 2024 sec. 4.3; the Au segmentation used 448)
 DEFAULT_ARCH = 'unet_2_44' # the small generator of the bundled pretrained weights
+HEAD_PREFIX = 'head.'      # parameter-name prefix of the generators' output 1x1 conv, unless a checkpoint says otherwise
 L1_WEIGHT, L2_WEIGHT = 1.0, 1.0  # weights of the L1 + L2 restoration loss (sec. 4.3 names both terms, not their weights)
 
 def check_task(task: str) -> str:
     "Validate a task name ('denoise-bg' is accepted for 'denoise_bg')."
-    t = str(task).replace('-', '_')
-    if t not in TASKS: raise ValueError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
+    if (t := str(task).replace('-', '_')) not in TASKS: raise ValueError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
     return t
 
 class L1L2Loss(nn.Module):
@@ -63,27 +58,23 @@ class L1L2Loss(nn.Module):
         super().__init__()
         self.l1_weight, self.l2_weight = l1_weight, l2_weight
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
-        p, t = pred.float(), target.float()
-        return self.l1_weight * F.l1_loss(p, t) + self.l2_weight * F.mse_loss(p, t)
+        return self.l1_weight * F.l1_loss(pred.float(), target.float()) + self.l2_weight * F.mse_loss(pred.float(), target.float())
 
 # %% ../nbs/20_finetune.ipynb #477b89f9
 def _few(names, n: int = 5) -> str:
-    names = [str(x) for x in names]
-    return ', '.join(names[:n]) + (f', ... ({len(names) - n} more)' if len(names) > n else '')
+    "The first `n` of `names`, joined, and how many more there are."
+    names = [str(x) for x in names]; return ', '.join(names[:n]) + (f', ... ({len(names) - n} more)' if len(names) > n else '')
 
 def _files_by_key(folder, exts=None) -> dict[str, Path]:
     "Files under `folder` keyed by their relative path without extension; errors for missing/empty folders."
     folder = Path(folder)
     if not folder.exists(): raise FileNotFoundError(f"folder not found: {folder}")
     if not folder.is_dir(): raise NotADirectoryError(f"expected a folder, got the file {folder}")
-    files = emio.get_micrograph_files(folder) if exts is None else sorted(
-        p for p in folder.rglob('*') if p.is_file() and p.suffix.lower() in exts and not p.name.startswith('.'))
-    if not files:
-        kinds = ', '.join(exts) if exts is not None else ', '.join(emio.MICROGRAPH_EXTENSIONS)
-        raise ValueError(f"no files found in {folder} (looked for {kinds})")
-    out = {}
+    files = find_micrographs(folder) if exts is None else [f.resolve() for f in emio.get_micrograph_files(folder, extensions=exts)]
+    if not files: raise ValueError(f"no files found in {folder} (looked for {', '.join(exts)})")
+    out, root = {}, folder.resolve()
     for f in files:
-        key = f.relative_to(folder).with_suffix('').as_posix()
+        key = f.relative_to(root).with_suffix('').as_posix()
         if key in out: raise ValueError(f"two files in {folder} share the name {key!r}: {out[key].name} and {f.name}")
         out[key] = f
     return out
@@ -105,8 +96,7 @@ def match_files(inputs_dir, targets_dir, target_exts=None, unmatched: str = 'err
 def read_coords(path) -> np.ndarray:
     "Atom positions from a CSV with `x`,`y` columns (any case, pixels) as an (N, 2) array of (y, x)."
     import pandas as pd
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"coordinate file not found: {path}")
+    if not (path := Path(path)).exists(): raise FileNotFoundError(f"coordinate file not found: {path}")
     try: df = pd.read_csv(path)
     except pd.errors.EmptyDataError: raise ValueError(f"{path} is empty: expected a CSV with x,y columns") from None
     cols = {str(c).strip().lower(): c for c in df.columns}
@@ -126,109 +116,50 @@ def load_mask(path, n_classes: int = 2) -> np.ndarray:
         raise ValueError(f"mask {path} has values outside the class indices 0..{n_classes - 1}: {bad.tolist()}")
     return raw.astype(np.int64)
 
-def _check_same_shape(img: np.ndarray, tgt: np.ndarray, f_img, f_tgt):
-    if img.shape != tgt.shape:
-        raise ValueError(f"image {f_img} is {img.shape[0]}x{img.shape[1]} but its target {f_tgt} is "
-                         f"{tgt.shape[0]}x{tgt.shape[1]}: inputs and targets must have the same size")
-
-# %% ../nbs/20_finetune.ipynb #2650e7a9
-class PairedCrops(torch.utils.data.Dataset):
-    """(input, target) crops of in-memory images. Training: `epoch_size` random `crop` crops (images in turn) with a
-    random dihedral transform; validation: the non-overlapping tiling of every image. Small images are mirror-padded."""
-    def __init__(self, images: Sequence[np.ndarray], targets: Sequence[np.ndarray], crop: int = DEFAULT_CROP,
-                 train: bool = True, epoch_size: int | None = None, names: Sequence[str] | None = None):
-        if len(images) != len(targets): raise ValueError(f"{len(images)} images but {len(targets)} targets")
-        if not len(images): raise ValueError("no images")
-        if crop < 16: raise ValueError(f"crop must be >= 16 pixels, got {crop}")
-        self.crop, self.train = int(crop), train
-        self.images = [emio.pad_to(np.asarray(i, np.float32), self.crop) for i in images]
-        self.targets = [emio.pad_to(np.asarray(t), self.crop) for t in targets]
-        self.names = list(names) if names is not None else [f'{i}' for i in range(len(images))]
-        self.tiles = [(i, y, x) for i, im in enumerate(self.images) for y, x in emio.crop_origins(im.shape, self.crop)]
-        self.epoch_size = int(epoch_size) if epoch_size else len(self.tiles)
-
-    def __len__(self): return self.epoch_size if self.train else len(self.tiles)
-
-    def _item(self, img: np.ndarray, tgt: np.ndarray):
-        x = TensorImage(torch.from_numpy(np.ascontiguousarray(img, np.float32))[None])
-        if tgt.dtype == np.int64: y = TensorMask(torch.from_numpy(np.ascontiguousarray(tgt)))
-        else: y = TensorImage(torch.from_numpy(np.ascontiguousarray(tgt, np.float32))[None])
-        return x, y
-
-    def __getitem__(self, i: int):
-        c = self.crop
-        if not self.train:
-            fi, y0, x0 = self.tiles[i]
-            return self._item(self.images[fi][y0:y0 + c, x0:x0 + c], self.targets[fi][y0:y0 + c, x0:x0 + c])
-        fi = i % len(self.images)
-        img, tgt = self.images[fi], self.targets[fi]
-        y0, x0 = (int(torch.randint(0, n - c + 1, (1,))) for n in img.shape)
-        k = int(torch.randint(0, emio.DIHEDRAL_COUNT, (1,)))
-        return self._item(emio.dihedral(img[y0:y0 + c, x0:x0 + c], k), emio.dihedral(tgt[y0:y0 + c, x0:x0 + c], k))
-
 # %% ../nbs/20_finetune.ipynb #f15f6258
-def split_pairs(pairs: list, valid_pct: float = 0.2, seed: int = 0) -> tuple[list, list]:
-    "Hold out `valid_pct` of the files (at least one when there are two or more) for validation."
-    if not 0 <= valid_pct < 1: raise ValueError(f"valid_pct must be in [0, 1), got {valid_pct}")
-    if len(pairs) < 2 or valid_pct == 0:
-        warnings.warn("only one image (or valid_pct=0): validating on crops of the training images")
-        return list(pairs), list(pairs)
-    n_valid = min(len(pairs) - 1, max(1, int(round(valid_pct * len(pairs)))))
-    perm = np.random.default_rng(seed).permutation(len(pairs))
-    return [pairs[i] for i in sorted(perm[n_valid:])], [pairs[i] for i in sorted(perm[:n_valid])]
-
-def _dataloaders(train_ds, valid_ds, bs: int, device=None, num_workers: int = 0, **kwargs) -> DataLoaders:
-    if bs < 1: raise ValueError(f"bs must be >= 1, got {bs}")
-    if device is None: device = torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu')
-    train = TfmdDL(train_ds, bs=bs, shuffle=True, drop_last=len(train_ds) > bs, num_workers=num_workers, device=device, **kwargs)
-    valid = TfmdDL(valid_ds, bs=bs, shuffle=False, num_workers=num_workers, device=device, **kwargs)
-    return DataLoaders(train, valid, device=device)
-
-def _load_pairs(pairs, load_target, check_shape: bool = True):
-    imgs, tgts = [], []
-    for fi, ft in pairs:
-        img = emio.normalize(emio.load_image(fi)); tgt = load_target(ft, img.shape)
-        if check_shape: _check_same_shape(img, tgt, fi, ft)
-        imgs.append(img); tgts.append(tgt)
-    return imgs, tgts
-
+def _files(regions) -> int: return len({Path(r.image.path) for r in regions})
 def pairs_dls(pairs, load_target, crop: int = DEFAULT_CROP, bs: int = 4, valid_pct: float = 0.2, seed: int = 0,
               valid_pairs=None, epoch_size: int | None = None, device=None, num_workers: int = 0) -> DataLoaders:
-    "DataLoaders from (input file, target file) pairs; `load_target(path, image_shape) -> array`."
-    train_p, valid_p = (list(pairs), list(valid_pairs)) if valid_pairs is not None else split_pairs(pairs, valid_pct, seed)
-    ti, tt = _load_pairs(train_p, load_target)
-    vi, vt = _load_pairs(valid_p, load_target)
-    train_ds = PairedCrops(ti, tt, crop, True, epoch_size, names=[p[0].name for p in train_p])
-    valid_ds = PairedCrops(vi, vt, crop, False, names=[p[0].name for p in valid_p])
-    dls = _dataloaders(train_ds, valid_ds, bs, device, num_workers)
-    dls.crop, dls.n_train_files, dls.n_valid_files = crop, len(train_p), len(valid_p)
+    "DataLoaders from (input file, target file) pairs; `load_target(path, image_shape) -> array` of that shape."
+    if crop < 16: raise ValueError(f"crop must be >= 16 pixels, got {crop}")
+    every = list(pairs) + list(valid_pairs or [])
+    for fi, ft in every:   # read every target once now: a bad file fails before training, not in epoch 3
+        if (t := np.asarray(load_target(ft, shape := emio.image_shape(fi)))).shape != tuple(shape):
+            raise ValueError(f"image {fi} is {shape[0]}x{shape[1]} but its target {ft} is {'x'.join(map(str, t.shape))}: "
+                             "inputs and targets must have the same size")
+    tmap = {ImageRef(Path(fi)): partial(load_target, ft) for fi, ft in every}
+    refs = [ImageRef(Path(fi)) for fi, _ in pairs]
+    if valid_pairs is None: train_r, valid_r = split_by_file(refs, valid_pct, seed, min_size=crop)
+    else: train_r, valid_r = full_regions(refs), full_regions([ImageRef(Path(fi)) for fi, _ in valid_pairs])
+    train_ds = CropDataset(train_r, crop, epoch_size, True, targets=tmap)
+    valid_ds = CropDataset(valid_r, crop, train=False, targets=tmap) if valid_r else None
+    dls = crop_dataloaders(train_ds, valid_ds, bs, device, num_workers)
+    dls.crop, dls.n_train_files, dls.n_valid_files = crop, _files(train_r), _files(valid_r)
     return dls
 
 # %% ../nbs/20_finetune.ipynb #61a2a328
+def _folder_dls(inputs, targets, load, exts, task, n_classes, valid, unmatched, *args) -> DataLoaders:
+    pairs = match_files(inputs, targets, exts, unmatched)
+    dls = pairs_dls(pairs, load, *args[:4], match_files(*valid, exts, unmatched) if valid is not None else None, *args[4:])
+    dls.task, dls.n_classes = task, n_classes
+    return dls
+
 def segmentation_dls(images_dir, masks_dir, crop: int = DEFAULT_CROP, bs: int = 4, n_classes: int = 2,
                      valid_pct: float = 0.2, seed: int = 0, valid: tuple | None = None, unmatched: str = 'error',
                      epoch_size: int | None = None, device=None, num_workers: int = 0) -> DataLoaders:
     "Segmentation DataLoaders from image and mask folders (masks 0/255, 0/1 or class indices, same names)."
     if n_classes < 2: raise ValueError(f"n_classes must be >= 2 (2 = binary), got {n_classes}")
-    load = lambda p, shape: load_mask(p, n_classes)
-    pairs = match_files(images_dir, masks_dir, unmatched=unmatched)
-    vp = match_files(*valid, unmatched=unmatched) if valid is not None else None
-    dls = pairs_dls(pairs, load, crop, bs, valid_pct, seed, vp, epoch_size, device, num_workers)
-    dls.task, dls.n_classes = 'segment', n_classes
-    return dls
+    return _folder_dls(images_dir, masks_dir, lambda p, shape: load_mask(p, n_classes), None, 'segment', n_classes,
+                       valid, unmatched, crop, bs, valid_pct, seed, epoch_size, device, num_workers)
 
 def paired_dls(inputs_dir, targets_dir, crop: int = DEFAULT_CROP, bs: int = 4, valid_pct: float = 0.2, seed: int = 0,
                valid: tuple | None = None, unmatched: str = 'error', epoch_size: int | None = None, device=None,
                num_workers: int = 0) -> DataLoaders:
     "Restoration DataLoaders from paired folders (TEMImageNet-style, e.g. `image/` -> `noNoise/`), both normalised to [0,1]."
-    load = lambda p, shape: emio.normalize(emio.load_image(p))
-    pairs = match_files(inputs_dir, targets_dir, unmatched=unmatched)
-    vp = match_files(*valid, unmatched=unmatched) if valid is not None else None
-    dls = pairs_dls(pairs, load, crop, bs, valid_pct, seed, vp, epoch_size, device, num_workers)
-    dls.task, dls.n_classes = 'restore', None
-    return dls
+    return _folder_dls(inputs_dir, targets_dir, lambda p, shape: emio.normalize(emio.load_image(p)), None, 'restore', None,
+                       valid, unmatched, crop, bs, valid_pct, seed, epoch_size, device, num_workers)
 
-COORD_LABEL_KINDS = ('disk', 'gaussian')  # TEMImageNet circularMask / gaussianMask (notes ssl_gan_facts.md sec. 6)
+COORD_LABEL_KINDS = ('disk', 'gaussian')  # the circularMask / gaussianMask labels of TEMImageNet (xinhuolin/TEM-ImageNet-v1.3)
 
 def coords_dls(images_dir, coords_dir, radius: float = 3.0, kind: str = 'disk', crop: int = DEFAULT_CROP, bs: int = 4,
                valid_pct: float = 0.2, seed: int = 0, valid: tuple | None = None, unmatched: str = 'error',
@@ -236,18 +167,14 @@ def coords_dls(images_dir, coords_dir, radius: float = 3.0, kind: str = 'disk', 
     "Atom-segmentation DataLoaders: CSV coordinates (x,y columns) -> disk or Gaussian masks of `radius` px."
     if kind not in COORD_LABEL_KINDS: raise ValueError(f"kind must be one of {COORD_LABEL_KINDS}, got {kind!r}")
     if not radius > 0: raise ValueError(f"radius must be > 0 pixels, got {radius}")
-    load = lambda p, shape: position_labels(read_coords(p), shape, radius, kind)
-    pairs = match_files(images_dir, coords_dir, target_exts=('.csv',), unmatched=unmatched)
-    vp = match_files(*valid, target_exts=('.csv',), unmatched=unmatched) if valid is not None else None
-    dls = pairs_dls(pairs, load, crop, bs, valid_pct, seed, vp, epoch_size, device, num_workers)
-    dls.task, dls.n_classes = 'segment', 2
-    return dls
+    return _folder_dls(images_dir, coords_dir, lambda p, shape: position_labels(read_coords(p), shape, radius, kind), ('.csv',),
+                       'segment', 2, valid, unmatched, crop, bs, valid_pct, seed, epoch_size, device, num_workers)
 
 # %% ../nbs/20_finetune.ipynb #40928a6b
-def transfer_weights(src_state: dict, model: nn.Module, new_head: bool = True) -> dict:
+def transfer_weights(src_state: dict, model: nn.Module, new_head: bool = True, head_prefix: str = HEAD_PREFIX) -> dict:
     "Copy all non-head tensors of `src_state` into `model` (strict: names and shapes must match); head too unless `new_head`."
     dst = model.state_dict()
-    body = lambda sd: {k: v for k, v in sd.items() if not k.startswith(HEAD_PREFIX)}
+    body = lambda sd: {k: v for k, v in sd.items() if not k.startswith(head_prefix)}
     sb, db = body(src_state), body(dst)
     missing, unexpected = sorted(set(db) - set(sb)), sorted(set(sb) - set(db))
     wrong = [f"{k} {tuple(sb[k].shape)}->{tuple(db[k].shape)}" for k in db if k in sb and sb[k].shape != db[k].shape]
@@ -256,71 +183,66 @@ def transfer_weights(src_state: dict, model: nn.Module, new_head: bool = True) -
                          + '; '.join(f"{n}: {_few(v, 3)}" for n, v in (('missing', missing), ('unexpected', unexpected),
                                                                          ('shape mismatch', wrong)) if v))
     load = dict(sb)
-    heads = {k: v for k, v in src_state.items() if k.startswith(HEAD_PREFIX)}
+    heads = {k: v for k, v in src_state.items() if k.startswith(head_prefix)}
     head_fits = bool(heads) and all(k in dst and dst[k].shape == v.shape for k, v in heads.items())
     head = 'new'
     if not new_head and head_fits: load.update(heads); head = 'transferred'
     model.load_state_dict({**dst, **{k: v.to(dst[k].dtype) for k, v in load.items()}})
-    n_head = sum(1 for k in dst if k.startswith(HEAD_PREFIX))
+    n_head = sum(1 for k in dst if k.startswith(head_prefix))
     return {'transferred': len(load), 'total': len(dst), 'body': len(sb), 'head': head, 'head_tensors': n_head}
 
 def task_n_out(task: str, n_classes: int = 2) -> int:
     "Output channels: 1 logit for binary segmentation, `n_classes` logits otherwise, 1 image for restoration."
-    task = check_task(task)
-    if task != 'segment': return 1
+    if check_task(task) != 'segment': return 1
     if n_classes < 2: raise ValueError(f"n_classes must be >= 2 (2 = binary), got {n_classes}")
     return 1 if n_classes == 2 else n_classes
 
 def finetune_model(task: str, pretrained='default', arch: str | None = None, n_classes: int = 2,
                    arch_kwargs: dict | None = None, new_head: bool | None = None) -> tuple[nn.Module, dict]:
-    "Task model + info dict: the pretrained generator (`'default'`, a path) with transferred weights, or random (`None`)."
+    "Task model + info dict: the pretrained generator (`'default'`, a file) with transferred weights, or random (`None`)."
     task, n_out = check_task(task), task_n_out(task, n_classes)
     if new_head is None: new_head = task == 'segment'
+    arch_kwargs = {k: v for k, v in dict(arch_kwargs or {}).items() if k != 'n_out'}
     if pretrained is None:
-        if arch is None: raise ValueError("arch is required when pretrained=None (random initialisation), e.g. 'unet_2_44'")
-        arch_kwargs = dict(arch_kwargs or {})
-        model = build_generator(arch, n_out=n_out, **arch_kwargs)
+        if arch is None:   # the random baseline has the bundled pretrained model's architecture
+            m = load_checkpoint('default', 'pretrained')['model']
+            arch, arch_kwargs = m['name'], {**{k: v for k, v in m['config'].items() if k != 'n_out'}, **arch_kwargs}
+        model = build_model(arch, **arch_kwargs, n_out=n_out)
         info = {'transferred': 0, 'total': len(model.state_dict()), 'head': 'random', 'pretrained': None}
     else:
-        _, meta = load_pretrained(pretrained)
-        if arch is not None and str(arch).lower() != str(meta['arch']).lower():
-            raise ValueError(f"arch={arch!r} differs from the pretrained checkpoint's arch {meta['arch']!r} ({meta['path']})")
-        if arch_kwargs and dict(arch_kwargs) != dict(meta['arch_kwargs']):
-            raise ValueError(f"arch_kwargs={arch_kwargs} differ from the checkpoint's {meta['arch_kwargs']}")
-        arch, arch_kwargs = meta['arch'], dict(meta['arch_kwargs'])
-        model = build_generator(arch, n_out=n_out, **arch_kwargs)
-        info = {**transfer_weights(read_checkpoint(pretrained)['generator'], model, new_head), 'pretrained': meta['path']}
-    info.update(task=task, arch=arch, arch_kwargs=arch_kwargs, n_out=n_out, n_classes=n_classes if task == 'segment' else None)
+        src = resolve_checkpoint(pretrained, 'pretrained')
+        ck = load_checkpoint(src, 'pretrained' if str(pretrained) == 'default' else ('pretrained', 'finetuned'))
+        name, cfg = ck['model']['name'], {k: v for k, v in ck['model']['config'].items() if k != 'n_out'}
+        if arch is not None and str(arch).lower() != name.lower():
+            raise ValueError(f"arch={arch!r} differs from the pretrained checkpoint's model {name!r} ({src})")
+        bad = {k: v for k, v in arch_kwargs.items() if cfg.get(k) != v}
+        if bad: raise ValueError(f"arch_kwargs {bad} differ from the pretrained checkpoint's config {cfg} ({src})")
+        arch, model = name, build_model(name, **cfg, n_out=n_out)
+        info = {**transfer_weights(ck['weights'], model, new_head, ck['extra'].get('head_prefix') or HEAD_PREFIX), 'pretrained': str(src)}
+    cfg = model_config(model)['config']
+    info.update(task=task, arch=arch, arch_kwargs={k: v for k, v in cfg.items() if k != 'n_out'}, n_out=n_out,
+                n_classes=n_classes if task == 'segment' else None)
     return model, info
 
 # %% ../nbs/20_finetune.ipynb #478bda07
 def tiny_pretrained_checkpoint(path, arch: str = DEFAULT_ARCH, arch_kwargs: dict | None = None, steps: int = 20,
                                size: int = 64, seed: int = 0, overwrite: bool = False) -> Path:
-    "A small `em_ssl.pretrained/1` checkpoint for docs and tests: `steps` Adam steps of L1 denoising of synthetic lattices."
-    torch.manual_seed(seed)
-    arch_kwargs = dict(arch_kwargs or {})
-    gen = build_generator(arch, **arch_kwargs)
+    "A small `pretrained` checkpoint for docs and tests: `steps` Adam steps of L1 denoising of synthetic lattices."
+    torch.manual_seed(seed); gen = build_model(arch, **dict(arch_kwargs or {}))
     clean = torch.from_numpy(np.stack([lattice_image(size, seed=seed + i) for i in range(4)]))[:, None]
     opt = torch.optim.Adam(gen.parameters(), lr=1e-3)
     for _ in range(steps):
-        noisy = (clean + 0.1 * torch.randn_like(clean)).clamp(0, 1)
-        loss = F.l1_loss(gen(noisy), clean)
+        loss = F.l1_loss(gen((clean + 0.1 * torch.randn_like(clean)).clamp(0, 1)), clean)
         opt.zero_grad(); loss.backward(); opt.step()
-    return save_pretrained(gen, path, arch=arch, arch_kwargs=arch_kwargs, pretext={'tiny': 'L1 denoising'},
-                           overwrite=overwrite, history=[{'l1': loss.item()}])
+    return save_checkpoint(path, gen, kind='pretrained', overwrite=overwrite,
+                           extra={'pretext': {'tiny': 'L1 denoising'}, 'head_prefix': HEAD_PREFIX},
+                           provenance={'history': [{'l1': loss.item()}], 'command': 'tiny_pretrained_checkpoint'})
 
 # %% ../nbs/20_finetune.ipynb #d42c1398
-def _head_prefix_splitter(model: nn.Module) -> list[list]:
-    head = [p for n, p in model.named_parameters() if n.startswith(HEAD_PREFIX)]
-    ids = {id(p) for p in head}
-    if not head: raise ValueError(f"{type(model).__name__} has no `head` parameters to split on")
-    return [[p for p in model.parameters() if id(p) not in ids], head]
-
-def body_head_split(model: nn.Module) -> list[list]:
-    "fastai splitter: [body parameters, head parameters] (the head is the final `head` 1x1 conv)."
-    if hasattr(model, 'body_parameters') and hasattr(model, 'head_parameters'):
-        return [model.body_parameters(), model.head_parameters()]
-    return _head_prefix_splitter(model)
+def _clamp01(t: Tensor) -> Tensor: return t.float().clamp(0, 1)
+def _l1(pred: Tensor, target: Tensor, reduction: str = 'mean') -> Tensor:
+    v = (pred.float() - target.float()).abs().flatten(1).mean(1)
+    return v if reduction == 'none' else v.mean()
 
 def _class_dice(c: int, n_classes: int):
     def f(pred, target, reduction='none'): return dice_multiclass(pred, target, n_classes, reduction='none')[:, c]
@@ -330,56 +252,66 @@ def task_loss_metrics(task: str, n_classes: int = 2) -> tuple[nn.Module, list]:
     "Loss function and metrics of a task (see the table above)."
     task = check_task(task)
     if task != 'segment':
-        return L1L2Loss(), [ItemMetric(l1_per_image, 'l1'), ItemMetric(psnr, 'psnr', activation=_clamp01),
+        return L1L2Loss(), [ItemMetric(_l1, 'l1'), ItemMetric(psnr, 'psnr', activation=_clamp01),
                             ItemMetric(ssim, 'ssim', activation=_clamp01)]
     if n_classes == 2: return BCEWithLogitsLossFlat(), [Dice(sigmoid=True)]
     return CrossEntropyLossFlat(axis=1), [DiceMulti(n_classes)] + [_class_dice(c, n_classes) for c in range(1, n_classes)]
 
 # %% ../nbs/20_finetune.ipynb #0299dd43
 class EpochHistory(Callback):
-    "Keep every epoch's recorder row (across `fine_tune`'s frozen and unfrozen fits) in `learn.history`."
-    order = 65
+    "Keep every trained epoch's recorder row (across `fine_tune`'s frozen and unfrozen fits) in `learn.history`."
+    order = 55   # after the Recorder (50), before TrainingCheckpoint (60) saves the history with the state
     def before_fit(self):
         if not hasattr(self.learn, 'history'): self.learn.history = []
-        self.phase = 'frozen' if getattr(self.learn.opt, 'frozen_idx', 0) > 0 else 'all'
+        self.phase, self.trained = ('frozen' if getattr(self.learn.opt, 'frozen_idx', 0) > 0 else 'all'), False
+    def before_train(self): self.trained = True
     def after_epoch(self):
-        row = {'epoch': len(self.learn.history), 'phase': self.phase}
-        for name, v in zip(self.recorder.metric_names, self.recorder.log):
-            if name == 'epoch': continue
-            try: row[name] = float(v) if name != 'time' else v
-            except (TypeError, ValueError): row[name] = None if v is None else str(v)
-        self.learn.history.append(row)
+        if not self.trained: return
+        num = lambda v: None if v is None else float(v) if isinstance(v, (int, float, np.number, Tensor)) else str(v)
+        row = {n: (v if n == 'time' else num(v)) for n, v in zip(self.recorder.metric_names, self.recorder.log) if n != 'epoch'}
+        self.trained = False; self.learn.history.append({'epoch': len(self.learn.history), 'phase': self.phase, **row})
 
 class HistoryCSVLogger(CSVLogger):
-    "fastai `CSVLogger` that appends the epochs of successive fits to one file with one header."
+    "fastai `CSVLogger` that appends the trained epochs of successive fits to one file with one header."
     def __init__(self, fname='metrics.csv'): super().__init__(fname, append=True)
     def before_fit(self):
         p = self.path/self.fname
-        has_header = p.exists() and p.stat().st_size > 0
+        has_header, self.trained = p.exists() and p.stat().st_size > 0, False
         super().before_fit()
         if has_header:  # undo the repeated header line CSVLogger wrote
             self.file.close(); lines = p.read_text().splitlines(keepends=True)
             p.write_text(''.join(lines[:-1])); self.file = p.open('a')
+    def before_train(self): self.trained = True
+    def _write_line(self, log):   # skipped epochs of a resumed fit are not logged
+        if not self.trained: return self.old_logger(log)
+        self.trained = False; super()._write_line(log)
 
 # %% ../nbs/20_finetune.ipynb #1579c90c
-class FinetuneLearner(Learner):
-    "`Learner` of a downstream task: `fine_tune` with optional frozen-body epochs, `show_results`, `predict` on arrays."
+class FinetuneLearner(ResumableLearner):
+    "Resumable `Learner` of a downstream task: `fine_tune` with optional frozen-body epochs, `show_results`, `predict`."
+    epoch_offset, settings = 0, {}
     def fine_tune(self, epochs: int, base_lr: float | None = None, freeze_epochs: int | None = None,
-                  lr_mult: float = 1., pct_start: float = 0.3, div: float = 5.0, **kwargs):
+                  lr_mult: float = 1., pct_start: float = 0.3, div: float = 5.0, start_epoch: int = 0, **kwargs):
         "Head only on the frozen body for `freeze_epochs` (default 1 if pretrained, else 0), then all weights for `epochs`."
         base_lr = self.lr if base_lr is None else base_lr
         if freeze_epochs is None: freeze_epochs = 1 if self.transfer.get('transferred', 0) else 0
-        if freeze_epochs > 0:
-            self.freeze()
-            self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
-        self.unfreeze()
-        if epochs > 0: self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, **kwargs)
-
+        if freeze_epochs > start_epoch:
+            self.epoch_offset = 0; self._freeze(-1, start_epoch > 0)
+            self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, start_epoch=start_epoch, **kwargs)
+            if any(getattr(cb, 'stopped', False) for cb in self.cbs): return   # a TrainingCheckpoint time budget ran out
+        self.epoch_offset = freeze_epochs; self._freeze(0, start_epoch > freeze_epochs)
+        if epochs > 0: self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div,
+                                          start_epoch=max(0, start_epoch - freeze_epochs), **kwargs)
+    def _freeze(self, n: int, resumed: bool):   # fastai's freeze_to clears the optimiser state, a resumed phase keeps it
+        (self.opt.freeze_to if resumed else self.freeze_to)(n)
+    def extra_training_state(self) -> dict:   # resuming needs the history, the phase and the options too
+        return {'history': list(getattr(self, 'history', [])), 'epoch_offset': self.epoch_offset, 'settings': self.settings}
+    def load_extra_training_state(self, state: dict):
+        self.history, self.epoch_offset, self.saved_settings = list(state['history']), int(state['epoch_offset']), state['settings']
     def activation(self, out: Tensor) -> Tensor:
         "Raw model output -> probabilities (segmentation) or the restored image (restoration)."
         if self.task != 'segment': return out.float()
         return torch.sigmoid(out.float()) if self.n_out == 1 else torch.softmax(out.float(), 1)
-
     def predict(self, item, tile: int | None = None):
         "`(decoded, probs_or_image)` for one image (array or file): mask/labels + probabilities, or the restored image."
         img = emio.load_image(item) if isinstance(item, (str, os.PathLike)) else emio.check_image(item)
@@ -387,30 +319,26 @@ class FinetuneLearner(Learner):
         if self.task != 'segment': return np.clip(out, 0, 1), out
         dec = (out[0] > 0.5).astype(np.uint8) if self.n_out == 1 else out.argmax(0).astype(np.int64)
         return dec, out[0] if self.n_out == 1 else out
-
     def show_results(self, ds_idx: int = 1, dl=None, max_n: int = 4, figsize=None, **kwargs):
         "Input / target / prediction (probability or restored image) for `max_n` crops of `dls[ds_idx]`."
-        dl = dl if dl is not None else self.dls[ds_idx]
-        xb, yb = dl.one_batch()
+        import matplotlib.pyplot as plt
+        xb, yb = (dl if dl is not None else self.dls[ds_idx]).one_batch()
         was = self.model.training; self.model.eval()
         with torch.no_grad(): pred = self.activation(self.model(xb)).cpu()
-        self.model.train(was)
-        n = min(max_n, len(xb))
-        fig, axs = plt_subplots(3, n, figsize=figsize or (2 * n, 6))
+        self.model.train(was); n = min(max_n, len(xb))
+        fig, axs = plt.subplots(3, n, figsize=figsize or (2 * n, 6), squeeze=False)
         show = lambda t: t[0] if t.ndim == 3 and t.shape[0] == 1 else (t.argmax(0) if t.ndim == 3 else t)
-        for i in range(n):
-            for r, (im, t) in enumerate(((xb[i], 'input'), (yb[i], 'target'), (pred[i], 'prediction'))):
-                a = show(im.detach().float().cpu()); ax = axs[r][i]
-                ax.imshow(a, cmap='gray' if self.task != 'segment' or r == 0 else 'viridis')
-                ax.set_title(t, fontsize=8); ax.axis('off')
-        fig.tight_layout()
-        return fig
+        for r, (b, title) in enumerate(((xb, 'input'), (yb, 'target'), (pred, 'prediction'))):
+            for i, ax in enumerate(axs[r]):
+                ax.imshow(show(b[i].detach().float().cpu()), cmap='gray' if self.task != 'segment' or r == 0 else 'viridis')
+                ax.set_title(title, fontsize=8); ax.axis('off')
+        fig.tight_layout(); return fig
 
 # %% ../nbs/20_finetune.ipynb #3710d3f1
 def finetune_learner(dls: DataLoaders, task: str = 'segment', pretrained='default', arch: str | None = None,
                      n_classes: int | None = None, arch_kwargs: dict | None = None, new_head: bool | None = None,
                      lr: float = PAPER_FINETUNE_LR, metrics=None, cbs=None, **kwargs) -> FinetuneLearner:
-    "Fine-tuning `Learner` for `task` from a pretrained generator (`'default'`, a path) or random weights (`None`, needs `arch`)."
+    "Fine-tuning `Learner` for `task` from a pretrained generator (`'default'`, a file) or random weights (`None`)."
     task = check_task(task)
     if n_classes is None: n_classes = getattr(dls, 'n_classes', None) or 2
     if task == 'segment' and getattr(dls, 'task', 'segment') != 'segment':
@@ -419,116 +347,151 @@ def finetune_learner(dls: DataLoaders, task: str = 'segment', pretrained='defaul
         raise ValueError(f"task={task!r} needs image targets (paired_dls), got segmentation DataLoaders")
     model, info = finetune_model(task, pretrained, arch, n_classes, arch_kwargs, new_head)
     loss, task_metrics = task_loss_metrics(task, n_classes)
-    opt_func = partial(Adam, eps=1e-8, wd=0.)
-    learn = FinetuneLearner(dls, model, loss_func=loss, opt_func=opt_func, lr=lr, splitter=body_head_split,
-                            metrics=task_metrics if metrics is None else metrics,
-                            cbs=[EpochHistory()] + list(cbs or []), **kwargs)
+    learn = FinetuneLearner(dls, model, loss_func=loss, opt_func=partial(Adam, eps=1e-8, wd=0.), lr=lr, splitter=body_head_splitter,
+                            metrics=task_metrics if metrics is None else metrics, cbs=[EpochHistory()] + list(cbs or []),
+                            model_name=info['arch'], model_config=model_config(model)['config'], **kwargs)
     learn.task, learn.n_out, learn.n_classes, learn.transfer = task, info['n_out'], info['n_classes'], info
     learn.arch, learn.arch_kwargs = info['arch'], info['arch_kwargs']
-    return learn
+    return configure_progress(learn)
 
 # %% ../nbs/20_finetune.ipynb #8f499fcf
 NORMALISATION = {'method': 'minmax', 'range': [0.0, 1.0], 'nonfinite': 0.0}  # em_ssl.io.normalize, per image
 PREDICT_TILE, PREDICT_OVERLAP = 1024, 64   # images larger than PREDICT_TILE px are predicted in overlapping tiles
 
-def save_finetuned(learn: FinetuneLearner, path, overwrite: bool = False) -> Path:
-    "Write a `em_ssl.finetuned/1` checkpoint of a fine-tuned `Learner` to `path`."
-    path = Path(path)
-    if path.exists() and not overwrite: raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    sd = {k: v.detach().cpu().clone() for k, v in learn.model.state_dict().items()}
-    ckpt = {'format': FINETUNED_FORMAT, 'task': learn.task, 'arch': learn.arch, 'arch_kwargs': dict(learn.arch_kwargs),
-            'n_out': learn.n_out, 'n_classes': learn.n_classes, 'state_dict': sd, 'normalisation': dict(NORMALISATION),
-            'divisor': model_divisor(learn.model), 'crop': getattr(learn.dls, 'crop', None),
-            'transfer': {k: v for k, v in learn.transfer.items() if k not in ('arch_kwargs',)},
-            'history': list(getattr(learn, 'history', [])), 'em_ssl_version': _em_ssl_version()}
-    return emio.save_checkpoint(ckpt, path, overwrite)
+def save_finetuned(learn: FinetuneLearner, path, overwrite: bool = False, provenance: dict | None = None) -> Path:
+    "Write a `finetuned` checkpoint of a fine-tuned `Learner` to `path` (atomic; `overwrite` to replace)."
+    hist = list(getattr(learn, 'history', []))
+    last = {k: v for k, v in (hist[-1] if hist else {}).items() if isinstance(v, float)}
+    extra = {'task': learn.task, 'n_classes': learn.n_classes, 'normalisation': dict(NORMALISATION),
+             'divisor': model_divisor(learn.model), 'crop': getattr(learn.dls, 'crop', None), 'transfer': dict(learn.transfer)}
+    return save_checkpoint(path, learn.model, kind='finetuned', extra=extra, overwrite=overwrite,
+                           provenance={'history': hist, 'metrics': last, **dict(provenance or {})})
 
 def load_finetuned(path, device=None) -> tuple[nn.Module, dict]:
-    "`(model in eval mode, meta)` from a `em_ssl.finetuned/1` checkpoint."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"fine-tuned checkpoint not found: {path}")
-    try: ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: raise ValueError(f"{path} is not an em_ssl fine-tuned checkpoint (cannot load: {e})") from None
-    if not isinstance(ckpt, dict) or ckpt.get('format') != FINETUNED_FORMAT:
-        found = ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{path} is not an em_ssl fine-tuned checkpoint: format {found!r}, expected {FINETUNED_FORMAT!r}")
-    model = build_generator(ckpt['arch'], n_out=ckpt['n_out'], **ckpt['arch_kwargs'])
-    model.load_state_dict(ckpt['state_dict'])
-    dev = torch.device(device) if device is not None else (torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu'))
-    return model.to(dev).eval(), {k: v for k, v in ckpt.items() if k != 'state_dict'}
+    "`(model in eval mode, meta)` from a `finetuned` checkpoint; meta: its `extra`, `n_out`, `model` and `provenance`."
+    model, ck = load_model(path, 'finetuned', torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu')))
+    return model, {**ck['extra'], 'n_out': ck['model']['config'].get('n_out', 1), 'model': ck['model'],
+                   'provenance': ck['provenance']}
 
 # %% ../nbs/20_finetune.ipynb #b57fb921
 def predict_array(model: nn.Module, img01: np.ndarray, task: str, n_out: int = 1, tile: int | None = None,
                   overlap: int = PREDICT_OVERLAP) -> np.ndarray:
     "Model output for a [0,1] image of any size: `[C,H,W]` probabilities (segment) or `[H,W]` image (restoration)."
-    tile = tile or PREDICT_TILE
-    dev, d = next(model.parameters()).device, model_divisor(model)
+    tile, dev, d = tile or PREDICT_TILE, next(model.parameters()).device, model_divisor(model)
     was = model.training; model.eval()
-    act = (lambda o: o) if task != 'segment' else ((lambda o: torch.sigmoid(o)) if n_out == 1 else (lambda o: torch.softmax(o, 1)))
+    act = (lambda o: o) if task != 'segment' else (torch.sigmoid if n_out == 1 else (lambda o: torch.softmax(o, 1)))
     x = torch.from_numpy(np.ascontiguousarray(img01, np.float32))[None, None].to(dev)
     try:
         with torch.inference_mode(): out = tiled_apply(lambda t: act(forward_padded(model, t, d)), x, tile, overlap, d)
     finally: model.train(was)
-    out = out.astype(np.float32)
-    return out[0] if task != 'segment' else out
+    return out.astype(np.float32)[0] if task != 'segment' else out.astype(np.float32)
 
-def _input_files(inputs) -> list[Path]:
-    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    if not items: raise ValueError("no input files given")
-    files = []
-    for p in map(Path, items):
-        if not p.exists(): raise FileNotFoundError(f"input not found: {p}")
-        found = emio.get_micrograph_files(p)
-        if not found: raise ValueError(f"no micrographs found in {p} (readable: {', '.join(emio.MICROGRAPH_EXTENSIONS)})")
-        files += found
-    return list(dict.fromkeys(files))
-
-def predict_files(ckpt, inputs, outdir, overwrite: bool = False, tile: int | None = None, device=None) -> list[Path]:
-    "Predict every micrograph in `inputs` (file, folder or list) with a fine-tuned checkpoint; float32 TIFFs in `outdir`."
+def predict_files(ckpt: str | Path,              # fine-tuned checkpoint (`model.pth` written by `em-ssl finetune`)
+                  inputs: str | Path | list,     # micrograph files and/or folders (searched recursively)
+                  outdir: str | Path,            # output folder: one float32 TIFF per input, named after it
+                  overwrite: bool = False,       # replace output files that exist already
+                  tile: int | None = None,       # predict images larger than this many pixels in overlapping tiles (None: 1024)
+                  device: str | None = None,     # torch device, e.g. 'cpu' or 'cuda:0' (None: CUDA if available, else CPU)
+                 ) -> list[Path]:
+    "Predict every micrograph in `inputs` with a fine-tuned checkpoint: probabilities or restored images as float32 TIFFs in `outdir`."
+    if tile is not None and tile < 2 * PREDICT_OVERLAP:
+        raise ValueError(f"tile must be >= {2 * PREDICT_OVERLAP} pixels (twice the {PREDICT_OVERLAP} px tile overlap), got {tile}")
     model, meta = load_finetuned(ckpt, device)
-    files = _input_files(inputs)
-    outdir = Path(outdir)
+    files, outdir = find_micrographs(inputs), Path(outdir)
     outs = [outdir/f'{f.stem}.tif' for f in files]
-    dup = sorted({o.name for o in outs if outs.count(o) > 1})
-    if dup: raise ValueError(f"several inputs would write the same output file: {_few(dup)}")
+    if len(set(outs)) < len(outs): raise ValueError(f"several inputs would write the same output file: {_few(sorted({o.name for o in outs if outs.count(o) > 1}))}")
     exist = [o for o in outs if o.exists()]
     if exist and not overwrite: raise FileExistsError(f"{len(exist)} output file(s) exist, e.g. {exist[0]}; pass overwrite=True to replace them")
+    made_dir, new = not outdir.exists(), []
     outdir.mkdir(parents=True, exist_ok=True)
-    for f, o in progress_bar(list(zip(files, outs)), leave=False):
-        img = emio.normalize(emio.load_image(f))
-        pred = predict_array(model, img, meta['task'], meta['n_out'], tile=tile)
-        emio.save_tiff(o, pred, overwrite=True)
+    try:
+        for f, o in zip(files, outs):
+            pred = predict_array(model, emio.normalize(emio.load_image(f)), meta['task'], meta['n_out'], tile=tile)
+            if not o.exists(): new.append(o)
+            emio.save_tiff(o, pred, overwrite=True)
+    except BaseException:   # no partial output: remove what this call created
+        for o in new: o.unlink(missing_ok=True)
+        if made_dir and not any(outdir.iterdir()): outdir.rmdir()
+        raise
     return outs
 
-# %% ../nbs/20_finetune.ipynb #44d6e2d9
-def _has_csv(folder) -> bool:
-    folder = Path(folder)
-    return folder.is_dir() and any(p.suffix.lower() == '.csv' for p in folder.rglob('*.csv'))
+# %% ../nbs/20_finetune.ipynb #c7d8e9f0
+STATE_FILE = 'last_state.pth'   # training state of an unfinished `finetune_folders` run, in `out`
+_RESUME_SAME = ('task', 'pretrained', 'arch', 'epochs', 'seed', 'crop', 'bs', 'n_classes', 'lr', 'valid_pct', 'radius',
+                'freeze_epochs', 'epoch_size')   # options a resumed run must share with the interrupted one
+def _has_csv(folder) -> bool: return Path(folder).is_dir() and any(Path(folder).rglob('*.[cC][sS][vV]'))
+_INT_MIN = {'epochs': 1, 'bs': 1, 'crop': 16, 'n_classes': 2, 'seed': 0, 'freeze_epochs': 0, 'epoch_size': 1}
+_OPTIONAL = ('freeze_epochs', 'epoch_size', 'max_minutes')   # None allowed
+def _check_numbers(**kw):
+    "ValueError naming the first parameter out of range: ints >= `_INT_MIN`, lr/radius/max_minutes > 0, 0 <= valid_pct < 1."
+    for k, v in kw.items():
+        if v is None and k in _OPTIONAL: continue
+        num = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+        if k in _INT_MIN and not (num and float(v).is_integer() and v >= _INT_MIN[k]): raise ValueError(f"{k} must be an int >= {_INT_MIN[k]}, got {v!r}")
+        if k in ('lr', 'radius', 'max_minutes') and not (num and v > 0): raise ValueError(f"{k} must be a number > 0, got {v!r}")
+        if k == 'valid_pct' and not (num and 0 <= v < 1): raise ValueError(f"valid_pct must be in [0, 1), got {v!r}")
 
-def finetune_folders(task: str, images, targets, pretrained='default', arch: str | None = None, epochs: int = 10,
-                     seed: int = 0, out='finetuned', overwrite: bool = False, crop: int = DEFAULT_CROP, bs: int = 4,
-                     n_classes: int = 2, lr: float = PAPER_FINETUNE_LR, valid_pct: float = 0.2, radius: float = 3.0,
-                     freeze_epochs: int | None = None, epoch_size: int | None = None) -> Path:
-    "Fine-tune on `images`/`targets` folders; writes `out/model.pth` (format `em_ssl.finetuned/1`) and `out/metrics.csv`."
+# %% ../nbs/20_finetune.ipynb #44d6e2d9
+def finetune_folders(task: str,                      # downstream task: segment, denoise, denoise_bg (or denoise-bg) or superres
+                     images: str | Path,             # folder of input micrographs (searched recursively)
+                     targets: str | Path,            # targets with the images' file names: masks or CSV atom coordinates (segment), clean/high-resolution images (others)
+                     pretrained: str | None = 'default', # starting weights: 'default' (bundled), a pretrained or fine-tuned checkpoint, or None ('none': random)
+                     arch: str | None = None,        # model for random weights, e.g. unet_2_44 (None: the bundled model's); must match a checkpoint's
+                     epochs: int = 10,               # epochs training all weights, after the frozen-body epochs
+                     seed: int = 0,                  # random seed (weights, crops, validation files)
+                     out: str | Path = 'finetuned',  # output folder: model.pth, metrics.csv (and last_state.pth while unfinished)
+                     overwrite: bool = False,        # replace model.pth and metrics.csv in a non-empty out
+                     resume: bool = False,           # continue the interrupted run in out from out/last_state.pth (same options)
+                     crop: int = DEFAULT_CROP,       # side of the square training crops and validation tiles, pixels
+                     bs: int = 4,                    # batch size
+                     n_classes: int = 2,             # classes of a segmentation (2 = binary masks; more: masks of class indices)
+                     lr: float = PAPER_FINETUNE_LR,  # peak Adam learning rate (Kazimi et al. 2024: 2e-4)
+                     valid_pct: float = 0.2,         # fraction of the files held out for validation (one file: a strip of it)
+                     radius: float = 3.0,            # radius in pixels of the disk drawn at each coordinate of CSV targets (segment)
+                     freeze_epochs: int | None = None, # epochs training only the head on the frozen pretrained body first (None: 1 if pretrained, else 0)
+                     epoch_size: int | None = None,  # random crops per training epoch (None: as many as the images hold tiles)
+                     max_minutes: float | None = None, # stop after this many minutes, saving the state for resume (None: no limit)
+                    ) -> Path:
+    "Fine-tune on `images`/`targets` folders; writes `out/model.pth` (a `finetuned` checkpoint) and `out/metrics.csv`."
     task = check_task(task)
-    if epochs < 1: raise ValueError(f"epochs must be >= 1, got {epochs}")
-    out = Path(out)
+    _check_numbers(**{k: v for k, v in locals().items() if k in (*_INT_MIN, 'lr', 'radius', 'max_minutes', 'valid_pct')})
+    if overwrite and resume: raise ValueError("pass either overwrite=True (start afresh) or resume=True (continue), not both")
+    out = Path(out); state, csv = out/STATE_FILE, out/'metrics.csv'
     if out.exists() and not out.is_dir(): raise FileExistsError(f"{out} exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite: raise FileExistsError(f"output folder {out} is not empty; pass overwrite=True to replace its model.pth and metrics.csv")
-        # metrics.csv is appended to per epoch, so it starts afresh; model.pth is replaced atomically only once
-        # training has finished, so an interrupted run leaves the previous model intact
-        if (out/'metrics.csv').exists(): (out/'metrics.csv').unlink()
+    if resume and not state.exists(): raise FileNotFoundError(f"nothing to resume: {state} not found (run without resume=True)")
+    if not resume and out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"output folder {out} is not empty; pass overwrite=True to replace its model.pth and metrics.csv"
+                              + (", or resume=True to continue its interrupted run" if state.exists() else ''))
     set_seed(seed)
     kw = dict(crop=crop, bs=bs, valid_pct=valid_pct, seed=seed, epoch_size=epoch_size)
     if task == 'segment':
         dls = coords_dls(images, targets, radius=radius, **kw) if _has_csv(targets) else segmentation_dls(images, targets, n_classes=n_classes, **kw)
     else: dls = paired_dls(images, targets, **kw)
+    learn = finetune_learner(dls, task, pretrained=pretrained, arch=arch, n_classes=n_classes, lr=lr, path=out, model_dir='.',
+                             cbs=[HistoryCSVLogger('metrics.csv'), TrainingCheckpoint(STATE_FILE, max_minutes=max_minutes)])
+    learn.settings = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items() if k in _RESUME_SAME}
+    start = 0
+    if resume:
+        start = learn.load_training_state(state) + learn.epoch_offset
+        diff = {k: (v, learn.settings.get(k)) for k, v in learn.saved_settings.items() if learn.settings.get(k) != v}
+        if diff: raise ValueError(f"{state} belongs to a run with other options: " + ', '.join(f"{k}={a!r} (now {b!r})" for k, (a, b) in diff.items()))
+    # everything is checked: only now touch the output folder
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    learn = finetune_learner(dls, task, pretrained=pretrained, arch=arch, n_classes=n_classes, lr=lr,
-                             path=out, model_dir='.', cbs=[HistoryCSVLogger('metrics.csv')])
+    if resume and csv.exists():   # drop epochs logged after the last saved state
+        lines = csv.read_text().splitlines(keepends=True); csv.write_text(''.join(lines[:1 + len(learn.history)]))
+    elif not resume: csv.unlink(missing_ok=True); state.unlink(missing_ok=True)
     t = learn.transfer
-    print(f"{task}: {'pretrained ' + str(t['pretrained']) if t['pretrained'] else 'random initialisation'}, "
-          f"{t['transferred']}/{t['total']} tensors transferred, head {t['head']}", flush=True)
-    learn.fine_tune(epochs, freeze_epochs=freeze_epochs)
-    return save_finetuned(learn, out/'model.pth', overwrite=True)
+    print(f"{task}: {'pretrained ' + t['pretrained'] if t['pretrained'] else 'random initialisation'}, {t['transferred']}/"
+          f"{t['total']} tensors transferred, head {t['head']}" + (f"; resuming after epoch {start}" if resume else ''), flush=True)
+    try: learn.fine_tune(epochs, freeze_epochs=freeze_epochs, start_epoch=start)
+    except BaseException:
+        if not state.exists():   # failed before the first saved epoch: leave nothing behind
+            csv.unlink(missing_ok=True)
+            if made and not any(out.iterdir()): out.rmdir()
+        raise
+    if any(getattr(cb, 'stopped', False) for cb in learn.cbs):
+        print(f"stopped after {max_minutes} min; the state is in {state}: pass resume=True to continue", flush=True); return state
+    path = save_finetuned(learn, out/'model.pth', overwrite=True, provenance={'data': [str(images), str(targets)], 'command': shlex.join(sys.argv)})
+    state.unlink(missing_ok=True)
+    return path

@@ -19,9 +19,8 @@ import numpy as np
 # %% auto #0
 __all__ = ['MICROGRAPH_EXTENSIONS', 'GRAY_TOLERANCE', 'LUMA_WEIGHTS', 'UNIFORM_VALUE', 'DIHEDRAL_COUNT', 'MicrographError',
            'UnsupportedFormatError', 'CorruptFileError', 'InvalidImageError', 'MissingDependencyError', 'Micrograph',
-           'check_image', 'load_micrograph', 'load_image', 'count_pages', 'image_shape', 'atomic_write',
-           'save_checkpoint', 'save_tiff', 'minmax', 'normalize', 'crop_origins', 'tile_crops', 'pad_to', 'dihedral',
-           'dihedral_inverse', 'get_micrograph_files']
+           'check_image', 'load_micrograph', 'load_image', 'count_pages', 'image_shape', 'atomic_write', 'save_tiff',
+           'minmax', 'normalize', 'crop_origins', 'pad_to', 'dihedral', 'dihedral_inverse', 'get_micrograph_files']
 
 # %% ../nbs/00_io.ipynb #ba4db929
 class MicrographError(ValueError):
@@ -397,11 +396,6 @@ def atomic_write(path, write, overwrite: bool = False) -> Path:
         if os.path.exists(tmp): os.remove(tmp)
     return path
 
-def save_checkpoint(obj, path, overwrite: bool = False) -> Path:
-    "`torch.save` `obj` to `path` through `atomic_write` (used for every checkpoint em_ssl writes)."
-    import torch
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp), overwrite)
-
 def save_tiff(path, array, overwrite: bool = False, pixel_size: float | None = None,
               unit: str | None = None) -> Path:
     "Save a 2-D image (or 3-D stack of pages) as a float32 TIFF; refuse to replace an existing file unless `overwrite`."
@@ -441,19 +435,6 @@ def crop_origins(shape: tuple[int, int], size: int) -> list[tuple[int, int]]:
     if not isinstance(size, (int, np.integer)) or size <= 0: raise ValueError(f"crop size must be a positive int, got {size!r}")
     h, w = shape[-2:]
     return [(y, x) for y in range(0, h - size + 1, size) for x in range(0, w - size + 1, size)]
-
-def tile_crops(img, size: int) -> np.ndarray:
-    "Non-overlapping `size`x`size` crops of a 2-D image from its top-left, as an (N, size, size) array."
-    arr = np.asarray(img)
-    if arr.ndim != 2 or arr.size == 0:
-        raise InvalidImageError(f"tile_crops needs a non-empty 2-D image, got shape {arr.shape}")
-    h, w = arr.shape
-    if not isinstance(size, (int, np.integer)) or size <= 0: raise ValueError(f"crop size must be a positive int, got {size!r}")
-    if h < size or w < size:
-        raise InvalidImageError(f"image of shape {arr.shape} is smaller than the crop size {size}; "
-                                "pad it or use a smaller crop")
-    ny, nx = h // size, w // size
-    return arr[:ny * size, :nx * size].reshape(ny, size, nx, size).swapaxes(1, 2).reshape(-1, size, size).copy()
 
 # %% ../nbs/00_io.ipynb #9442e923
 def pad_to(img, size: int) -> np.ndarray:

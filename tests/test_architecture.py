@@ -26,7 +26,7 @@ LAYERS = {"cli": 1,
           "gan": 3, "training": 3, "alrc": 3, "replay": 3, "corruption": 3,
           "data": 4, "models": 4, "checkpoint": 4, "tiling": 4,
           "layers": 5,
-          "io": 6, "scans": 6, "scan_demo": 6, "synthetic": 6, "metrics": 6}
+          "io": 6, "scans": 6, "scan_demo": 6, "synthetic": 6, "metrics": 6, "fill": 6}
 TRAINING_MODULES = {"partial_scan", "pretrain", "finetune", "gan", "training"}
 MAX_LINES = 500
 

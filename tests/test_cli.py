@@ -75,8 +75,6 @@ def test_library_options_follow_signatures(name):
     for k, why in spec.get("exclude", {}).items(): assert len(why) > 10, (k, "exclusions give their reason")
 
 
-@pytest.mark.xfail(strict=False, reason="phase 2 adds docments to the library functions; until then the CLI uses "
-                   "the stop-gap texts in em_ssl.cli.*_HELPS")
 @pytest.mark.parametrize("name", sorted(LIBRARY))
 def test_library_docments(name):
     missing = missing_docments(LIBRARY[name], exclude=cli.COMMANDS[name].get("exclude", {}))

@@ -7,10 +7,11 @@ import torch
 from PIL import Image
 
 from em_ssl import io as emio
-from em_ssl.finetune import (FINETUNED_FORMAT, TASKS, coords_dls, finetune_folders, finetune_learner, finetune_model,
+from em_ssl.checkpoint import CheckpointError, load_checkpoint
+from em_ssl.finetune import (STATE_FILE, TASKS, coords_dls, finetune_folders, finetune_learner, finetune_model,
                              load_finetuned, match_files, paired_dls, predict_array, predict_files, read_coords,
                              segmentation_dls, tiny_pretrained_checkpoint, transfer_weights)
-from em_ssl.pretrain import build_generator, read_checkpoint, PRETRAINED_FORMAT
+from em_ssl.models import build_model
 from em_ssl.synthetic import lattice_image, make_synthetic_dataset
 
 TINY = {'base_width': 4}
@@ -26,15 +27,19 @@ def data(tmp_path_factory):
             'atoms': make_synthetic_dataset(root / 'atoms', n=3, kind='atoms', size=64, seed=2)}
 
 
-def test_tiny_checkpoint_has_pretrain_format(data):
-    ck = read_checkpoint(data['ckpt'])
-    assert ck['format'] == PRETRAINED_FORMAT and ck['arch'] == 'unet_2_44' and ck['arch_kwargs'] == TINY
+def src_weights(path): return load_checkpoint(path, 'pretrained')['weights']
+
+
+def test_tiny_checkpoint_is_a_pretrained_checkpoint(data):
+    ck = load_checkpoint(data['ckpt'], 'pretrained')
+    assert ck['format'] == 'em_ssl.checkpoint' and ck['model']['name'] == 'unet_2_44'
+    assert ck['model']['config']['base_width'] == 4 and ck['extra']['head_prefix'] == 'head.'
 
 
 @pytest.mark.parametrize('task', TASKS)
 def test_transfer_counts(data, task):
     model, info = finetune_model(task, pretrained=data['ckpt'])
-    src = read_checkpoint(data['ckpt'])['generator']
+    src = src_weights(data['ckpt'])
     body = [k for k in src if not k.startswith('head.')]
     assert all(torch.equal(model.state_dict()[k], src[k]) for k in body)
     if task == 'segment':
@@ -52,34 +57,36 @@ def test_new_head_for_restoration_and_multiclass(data):
 
 
 def test_transfer_is_strict(data):
-    src = read_checkpoint(data['ckpt'])['generator']
+    src = src_weights(data['ckpt'])
     with pytest.raises(ValueError, match='shape mismatch'):
-        transfer_weights(src, build_generator('unet_2_44', base_width=8))
+        transfer_weights(src, build_model('unet_2_44', base_width=8))
     with pytest.raises(ValueError, match='missing'):
-        transfer_weights(src, build_generator('unet_3_96', **TINY))
+        transfer_weights(src, build_model('unet_3_96', **TINY))
     partial = {k: v for k, v in src.items() if k != 'encoder.0.conv1.weight'}
     with pytest.raises(ValueError, match='encoder.0.conv1.weight'):
-        transfer_weights(partial, build_generator('unet_2_44', **TINY))
+        transfer_weights(partial, build_model('unet_2_44', **TINY))
 
 
-def test_random_init_needs_arch():
-    with pytest.raises(ValueError, match='arch is required'):
-        finetune_model('denoise', pretrained=None)
+def test_random_init_defaults_to_the_bundled_architecture():
+    bundled = load_checkpoint('default', 'pretrained')['model']
+    m, info = finetune_model('denoise', pretrained=None)
+    assert info['arch'] == bundled['name'] and info['transferred'] == 0 and info['pretrained'] is None
+    assert info['arch_kwargs'] == {k: v for k, v in bundled['config'].items() if k != 'n_out'}
     m, info = finetune_model('denoise', pretrained=None, arch='unet_2_44', arch_kwargs=TINY)
-    assert info['transferred'] == 0 and info['pretrained'] is None
+    assert info['arch_kwargs']['base_width'] == 4
 
 
 def test_bad_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match='nope.pth'):
         finetune_model('segment', pretrained=tmp_path / 'nope.pth')
     torch.save({'format': 'something/else'}, tmp_path / 'x.pth')
-    with pytest.raises(ValueError, match='not an em_ssl pretrained checkpoint'):
+    with pytest.raises(CheckpointError, match="unknown checkpoint format 'something/else'"):
         finetune_model('segment', pretrained=tmp_path / 'x.pth')
 
 
 def test_match_files_errors(data, tmp_path):
     (tmp_path / 'empty').mkdir()
-    with pytest.raises(ValueError, match='no files found'):
+    with pytest.raises(ValueError, match='no micrographs found'):
         match_files(tmp_path / 'empty', data['np'] / 'masks')
     with pytest.raises(FileNotFoundError, match='folder not found'):
         match_files(tmp_path / 'missing', data['np'] / 'masks')
@@ -149,9 +156,11 @@ def test_finetune_folders_and_predict_roundtrip(data, tmp_path):
     assert ck == out / 'model.pth' and (out / 'metrics.csv').exists()
     lines = (out / 'metrics.csv').read_text().splitlines()
     assert len(lines) == 3 and lines[0].startswith('epoch') and 'psnr' in lines[0]   # header + frozen + unfrozen
-    meta = torch.load(ck, weights_only=True)
-    assert meta['format'] == FINETUNED_FORMAT and meta['task'] == 'denoise_bg' and meta['n_out'] == 1
-    assert meta['normalisation']['method'] == 'minmax' and meta['arch_kwargs'] == TINY
+    assert sorted(p.name for p in out.iterdir()) == ['metrics.csv', 'model.pth']   # no training state left
+    ckd = load_checkpoint(ck, 'finetuned')
+    assert ckd['extra']['task'] == 'denoise_bg' and ckd['model']['config']['n_out'] == 1
+    assert ckd['extra']['normalisation']['method'] == 'minmax' and ckd['model']['config']['base_width'] == 4
+    assert len(ckd['provenance']['history']) == 2 and 'psnr' in ckd['provenance']['metrics']
     with pytest.raises(FileExistsError, match='not empty'):
         finetune_folders('denoise_bg', data['den'] / 'images', data['den'] / 'targets', pretrained=data['ckpt'],
                          epochs=1, out=out)
@@ -183,11 +192,14 @@ def test_finetune_folders_segment_from_coords_random_init(data, tmp_path):
 def test_predict_errors(data, tmp_path):
     with pytest.raises(FileNotFoundError, match='missing.pth'):
         predict_files(tmp_path / 'missing.pth', data['np'] / 'images', tmp_path / 'o')
-    with pytest.raises(ValueError, match='not an em_ssl fine-tuned checkpoint'):
+    with pytest.raises(CheckpointError, match='expected a finetuned checkpoint'):
         predict_files(data['ckpt'], data['np'] / 'images', tmp_path / 'o')
     (tmp_path / 'junk.pth').write_bytes(b'not a checkpoint')
-    with pytest.raises(ValueError, match='cannot load'):
+    with pytest.raises(CheckpointError, match='not a torch checkpoint'):
         load_finetuned(tmp_path / 'junk.pth')
+    with pytest.raises(ValueError, match='tile must be >= 128'):
+        predict_files(data['ckpt'], data['np'] / 'images', tmp_path / 'o', tile=64)
+    assert not (tmp_path / 'o').exists()
 
 
 def test_tiled_prediction_matches_shape_and_values(data):
@@ -198,3 +210,71 @@ def test_tiled_prediction_matches_shape_and_values(data):
     assert whole.shape == tiled.shape == (90, 250)
     inner = np.s_[:, 24:-24]   # the image borders see different padding (250 is padded to 252 when untiled)
     assert np.abs(whole - tiled)[inner].mean() < 0.02 * np.abs(whole).mean()
+
+
+def test_single_image_validates_on_other_pixels(data, tmp_path):
+    (tmp_path / 'i').mkdir(); (tmp_path / 'm').mkdir()
+    f = sorted((data['np'] / 'images').iterdir())[0]
+    (tmp_path / 'i' / f.name).write_bytes(f.read_bytes())
+    (tmp_path / 'm' / f'{f.stem}.png').write_bytes((data['np'] / 'masks' / f'{f.stem}.png').read_bytes())
+    dls = segmentation_dls(tmp_path / 'i', tmp_path / 'm', crop=32, bs=2)
+    (tr,), (va,) = dls.train_ds.regions, dls.valid_ds.regions
+    assert tr.image == va.image and (tr.x1 <= va.x0 or tr.y1 <= va.y0)   # disjoint regions of the one image
+
+
+@pytest.mark.parametrize('kw, msg', [(dict(bs=0), 'bs must be'), (dict(epochs=0), 'epochs must be'),
+                                     (dict(crop=8), 'crop must be'), (dict(lr=0), 'lr must be'),
+                                     (dict(valid_pct=1), 'valid_pct must be'), (dict(n_classes=1), 'n_classes must be'),
+                                     (dict(task='paint'), 'unknown task'), (dict(images='typo'), 'typo'),
+                                     (dict(overwrite=True, resume=True), 'not both')])
+def test_bad_input_touches_nothing(data, tmp_path, kw, msg):
+    out = tmp_path / 'run'; out.mkdir(); (out / 'metrics.csv').write_text('old')
+    args = dict(task='denoise_bg', images=data['den'] / 'images', targets=data['den'] / 'targets',
+                pretrained=data['ckpt'], out=out, epochs=1, overwrite=True, crop=32, bs=2)
+    with pytest.raises((ValueError, FileNotFoundError), match=msg):
+        finetune_folders(**{**args, **kw})
+    assert (out / 'metrics.csv').read_text() == 'old' and sorted(out.iterdir()) == [out / 'metrics.csv']
+    with pytest.raises(ValueError, match='lr must be'):
+        finetune_folders(**{**args, 'out': tmp_path / 'new', 'lr': -1})
+    assert not (tmp_path / 'new').exists()
+
+
+@pytest.mark.parametrize('epochs, freeze_epochs, phases', [(1, 1, ['frozen', 'all']), (2, 0, ['all', 'all'])])
+def test_resume_after_interruption(data, tmp_path, monkeypatch, epochs, freeze_epochs, phases):
+    "An interrupted run resumes from out/last_state.pth (between phases, or inside one) and ends like an uninterrupted one."
+    from fastai.callback.core import Callback
+    import em_ssl.finetune as ft
+
+    class Crash(Callback):
+        order = 99   # after TrainingCheckpoint saved the epoch
+        def after_epoch(self): raise RuntimeError('simulated crash')
+    args = dict(task='denoise_bg', images=data['den'] / 'images', targets=data['den'] / 'targets',
+                pretrained=data['ckpt'], epochs=epochs, crop=32, bs=2, epoch_size=4, freeze_epochs=freeze_epochs)
+    full = load_checkpoint(finetune_folders(**args, out=tmp_path / 'full'), 'finetuned')
+    out = tmp_path / 'cut'
+    orig = ft.finetune_learner
+    monkeypatch.setattr(ft, 'finetune_learner', lambda *a, cbs=(), **k: orig(*a, cbs=[*cbs, Crash()], **k))
+    with pytest.raises(RuntimeError, match='simulated crash'):
+        finetune_folders(**args, out=out)   # crashes after the first epoch
+    monkeypatch.setattr(ft, 'finetune_learner', orig)
+    assert (out / STATE_FILE).exists() and len((out / 'metrics.csv').read_text().splitlines()) == 2
+    with pytest.raises(FileExistsError, match='resume=True'):
+        finetune_folders(**args, out=out)
+    with pytest.raises(ValueError, match='other options'):
+        finetune_folders(**{**args, 'bs': 4}, out=out, resume=True)
+    ck = finetune_folders(**args, out=out, resume=True)
+    assert ck == out / 'model.pth' and not (out / STATE_FILE).exists()
+    assert len((out / 'metrics.csv').read_text().splitlines()) == 3
+    got = load_checkpoint(ck, 'finetuned')
+    assert [r['phase'] for r in got['provenance']['history']] == phases
+    assert all(torch.equal(full['weights'][k], got['weights'][k]) for k in full['weights'])
+    with pytest.raises(FileNotFoundError, match='nothing to resume'):
+        finetune_folders(**args, out=out, resume=True)
+
+
+def test_time_budget_stops_and_resumes(data, tmp_path):
+    args = dict(task='denoise', images=data['den'] / 'images', targets=data['den'] / 'targets', pretrained=data['ckpt'],
+                epochs=1, crop=32, bs=2, epoch_size=4, out=tmp_path / 'run')
+    assert finetune_folders(**args, max_minutes=1e-9) == tmp_path / 'run' / STATE_FILE   # stops after one batch
+    assert not (tmp_path / 'run' / 'model.pth').exists()
+    assert finetune_folders(**args, resume=True) == tmp_path / 'run' / 'model.pth'

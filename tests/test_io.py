@@ -16,7 +16,7 @@ from em_ssl.io import (DIHEDRAL_COUNT, MICROGRAPH_EXTENSIONS, UNIFORM_VALUE, Cor
                        InvalidImageError, Micrograph, MicrographError, MissingDependencyError,
                        UnsupportedFormatError, check_image, count_pages, crop_origins, dihedral, dihedral_inverse,
                        get_micrograph_files, image_shape, load_image, load_micrograph, minmax, normalize, pad_to,
-                       save_tiff, tile_crops)
+                       save_tiff)
 
 
 def ramp(h=24, w=32, dtype=np.float32, scale=1.0):
@@ -544,29 +544,6 @@ def test_normalize_uniform_and_extremes():
 
 
 # ---------------------------------------------------------------- tiling
-def test_tile_crops_order_and_remainder():
-    img = ramp(70, 100)
-    crops = tile_crops(img, 32)
-    assert crops.shape == (2 * 3, 32, 32) and crops.dtype == img.dtype
-    for c, (y, x) in zip(crops, crop_origins(img.shape, 32)):
-        np.testing.assert_array_equal(c, img[y:y + 32, x:x + 32])
-    assert crop_origins(img.shape, 32)[:4] == [(0, 0), (0, 32), (0, 64), (32, 0)]
-    np.testing.assert_array_equal(tile_crops(img, 70)[0], img[:, :70])
-
-
-def test_tile_crops_errors():
-    with pytest.raises(InvalidImageError, match=r'smaller than the crop size 64'):
-        tile_crops(ramp(50, 100), 64)
-    with pytest.raises(InvalidImageError, match='2-D'):
-        tile_crops(np.zeros((2, 40, 40)), 8)
-    with pytest.raises(InvalidImageError, match='2-D'):
-        tile_crops(np.zeros((0, 4)), 2)
-    for bad in (0, -4, 2.5):
-        with pytest.raises(ValueError, match='positive int'):
-            tile_crops(ramp(), bad)
-
-
-# ---------------------------------------------------------------- dihedral
 def test_dihedral_eight_distinct_and_group():
     img = ramp(5, 5)  # square, asymmetric, so all compositions stay comparable
     outs = [dihedral(img, k) for k in range(DIHEDRAL_COUNT)]
