@@ -159,7 +159,7 @@ class ResumableLearner(Learner):
         for k, cb in cbs.items(): cb.load_state_dict(saved[k])
         self.load_extra_training_state(st.get('learner') or {})
         if restore_rng:
-            _ = self.dls.n_inp  # fastai infers n_inp lazily by drawing an item: do it before the RNG is restored
+            getattr(self.dls, 'n_inp', None)  # fastai infers n_inp lazily by drawing an item: before the RNG is restored
             set_rng_state(st['rng'])
             for dl, s in zip(self.dls.loaders, st.get('dls_rng') or []):
                 if s is not None and hasattr(dl, 'rng'): dl.rng.setstate(_py_unstate(s))

@@ -7,6 +7,7 @@ from em_ssl.scans import (SCAN_TYPES, COVERAGE_RANGE, DEFAULT_DOSE, ScanPath, sc
                           random_scan, raster_scan, lissajous_scan, mask_coverage, dose_fraction, dwell_noise, poisson_noise,
                           simulate_partial_scan, nn_infill, mask_batch, simulate_batch, dwell_noise_batch,
                           poisson_noise_batch)
+from em_ssl.data import PartialScanTransform
 from em_ssl.scan_demo import scan_explorer, scan_demo_html
 from em_ssl.io import dihedral, minmax
 from em_ssl.metrics import gaussian_blur
@@ -297,7 +298,6 @@ def test_simulate_batch_bad_input():
 def test_partial_scan_transform_direct_and_1tuple():
     x = torch.rand(3, 1, 40, 40)
     from fastai.torch_core import TensorImage
-    from em_ssl.data import PartialScanTransform
     tfm = PartialScanTransform(kinds=("spiral", "grid"), coverage=(0.02, 0.1), seed=0)
     xb, yb = tfm((TensorImage(x),))
     assert isinstance(xb, TensorImage) and xb.shape == (3, 2, 40, 40) and yb.shape == (3, 1, 40, 40)
