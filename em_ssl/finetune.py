@@ -35,7 +35,8 @@ from .models import build_model, model_config
 from .models.unet import body_head_splitter
 from .tiling import model_divisor, forward_padded, tiled_apply
 from .training import ResumableLearner, TrainingCheckpoint, configure_progress
-from .metrics import ItemMetric, Dice, DiceMulti, dice_multiclass, psnr, ssim
+from .metrics import dice_multiclass, psnr, ssim
+from .training import ItemMetric, Dice, DiceMulti
 from .synthetic import position_labels, lattice_image
 
 # %% ../nbs/20_finetune.ipynb #988022e8

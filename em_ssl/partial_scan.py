@@ -27,7 +27,8 @@ __all__ = ['PAPER_LOSS_SCALE', 'LOSS_SCALE', 'PAPER_LR_G', 'PAPER_LR_G_ADV', 'PA
 # %% ../nbs/17_partial_scan.ipynb #76b3e507
 from .data import find_micrographs, list_images, full_regions, split_by_file, CropDataset, crop_dataloaders
 from .data import PartialScanTransform
-from .metrics import rms_percent, psnr, ssim, gaussian_blur, ItemMetric
+from .metrics import rms_percent, psnr, ssim, gaussian_blur
+from .training import ItemMetric
 from .alrc import ALRC, huberise
 from .replay import HardExampleReplay
 from .checkpoint import load_checkpoint

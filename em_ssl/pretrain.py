@@ -21,7 +21,8 @@ from fastai.optimizer import Adam
 from fastai.torch_core import TensorImage, rank_distrib, num_distrib, distrib_barrier, set_seed
 from fasttransform import ItemTransform
 from .io import dihedral, atomic_write
-from .metrics import ItemMetric, psnr
+from .metrics import psnr
+from .training import ItemMetric
 from .data import find_micrographs, list_images, split_by_file, CropDataset, crop_dataloaders
 from .models import build_model, model_config
 from .checkpoint import save_checkpoint, load_model, rebuild, resolve_checkpoint

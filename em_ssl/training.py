@@ -17,12 +17,14 @@ from fastai.callback.progress import ProgressCallback
 from fastai.learner import Learner
 from fastai.optimizer import Optimizer
 from fastai.torch_core import rank_distrib, num_distrib
+from fastai.metrics import Metric
 from .checkpoint import save_checkpoint, load_checkpoint, to_plain
+from .metrics import rms_percent, psnr, ssim, dice, dice_multiclass
 
 # %% auto #0
 __all__ = ['StatefulCallback', 'stateful_callbacks', 'unwrap_model', 'optimizer_state', 'load_optimizer_state', 'rng_state',
            'set_rng_state', 'ResumableLearner', 'TrainingCheckpoint', 'StopAfterEpochs', 'ProgressLines',
-           'configure_progress']
+           'configure_progress', 'ItemMetric', 'RMSPercent', 'PSNR', 'SSIM', 'Dice', 'DiceMulti']
 
 # %% ../nbs/15_training.ipynb #6140c3cf
 class StatefulCallback(Callback):
@@ -252,3 +254,39 @@ def configure_progress(learn: Learner, tty: bool | None = None) -> Learner:
         for cb in [cb for cb in learn.cbs if isinstance(cb, ProgressCallback)]: learn.remove_cb(cb)
         if not any(isinstance(cb, ProgressLines) for cb in learn.cbs): learn.add_cb(ProgressLines())
     return learn
+
+# %% ../nbs/15_training.ipynb #10c6d31e
+class ItemMetric(Metric):
+    "fastai metric averaging `func(pred, target, reduction='none', **kwargs)` over all validation images."
+    def __init__(self, func, name: str | None = None, activation=None, **kwargs):
+        self.func, self._name, self.activation, self.kwargs = func, name or func.__name__, activation, kwargs
+    def reset(self): self.total, self.count = 0., 0
+    def accumulate(self, learn):
+        pred = learn.pred[0] if isinstance(learn.pred, (tuple, list)) else learn.pred
+        if self.activation is not None: pred = self.activation(pred)
+        vals = learn.to_detach(self.func(pred, learn.yb[0], reduction='none', **self.kwargs)).float()
+        self.total += vals.sum().item(); self.count += vals.numel()
+    @property
+    def value(self): return self.total / self.count if self.count else None
+    @property
+    def name(self): return self._name
+
+def RMSPercent() -> ItemMetric:
+    "RMS error (% of the [0,1] range) metric."
+    return ItemMetric(rms_percent, 'rms_percent')
+
+def PSNR(data_range: float = 1.0) -> ItemMetric:
+    "PSNR (dB) metric."
+    return ItemMetric(psnr, 'psnr', data_range=data_range)
+
+def SSIM(data_range: float = 1.0) -> ItemMetric:
+    "SSIM metric (Gaussian window 11, sigma 1.5)."
+    return ItemMetric(ssim, 'ssim', data_range=data_range)
+
+def Dice(threshold: float = 0.5, sigmoid: bool = False) -> ItemMetric:
+    "Binary Dice metric (`sigmoid=True` if the model outputs logits)."
+    return ItemMetric(dice, 'dice', activation=torch.sigmoid if sigmoid else None, threshold=threshold)
+
+def DiceMulti(n_classes: int | None = None, include_background: bool = True) -> ItemMetric:
+    "Multi-class Dice metric for `[B,C,H,W]` class scores against `[B,H,W]` labels (mean over images and classes)."
+    return ItemMetric(dice_multiclass, 'dice_multi', n_classes=n_classes, include_background=include_background)

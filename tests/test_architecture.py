@@ -241,3 +241,13 @@ def test_importing_training_modules_does_not_patch_learner():
     assert res.returncode == 0, res.stderr[-2000:]
     assert "changed:\n" in res.stdout or res.stdout.strip().endswith("changed:"), \
         f"importing em_ssl's training modules patches fastai's Learner: {res.stdout.strip()}"
+
+
+def test_inference_path_needs_no_fastai():
+    "Completing a scan (the CLI's simulate/complete/info) imports no fastai: it is only needed for training."
+    code = ("import sys, em_ssl.inference, em_ssl.scans, em_ssl.fill, em_ssl.checkpoint, em_ssl.models, em_ssl.io\n"
+            "from em_ssl.checkpoint import load_model\nload_model('partial_scan_small', 'completion')\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'fastai'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout

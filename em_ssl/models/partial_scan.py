@@ -254,7 +254,7 @@ class GapFilledGenerator(nn.Module):
     def fill(self, x: torch.Tensor) -> torch.Tensor: return torch.cat([push_pull_fill(x[:, :1], x[:, 1:2]), x[:, 1:]], 1)
     def base(self, xf: torch.Tensor) -> torch.Tensor:
         if not self.base_blur: return xf[:, :1]
-        from em_ssl.metrics import gaussian_blur  # lazy: em_ssl.metrics imports fastai, the models stay torch-only
+        from em_ssl.metrics import gaussian_blur  # the one paper blur (torch only)
         return gaussian_blur(xf[:, :1])
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = self.fill(x); out = self.gen(xf)
