@@ -13,7 +13,7 @@ from typing import Literal
 # %% auto #0
 __all__ = ['NAMED_TYPES', 'COMMANDS', 'COMMAND_LINE', 'FINETUNE_TASKS', 'nonneg_int', 'pos_int', 'pos_float', 'fraction',
            'coverage', 'json_dict', 'none_or_str', 'missing_docments', 'add_command', 'command', 'simulate', 'complete',
-           'demo', 'info', 'pretrain', 'finetune', 'predict', 'build_parser', 'flag_hints', 'main']
+           'demo', 'info', 'pretrain', 'finetune', 'predict', 'train_completion', 'build_parser', 'flag_hints', 'main']
 
 # %% ../nbs/21_cli.ipynb #a8a14f55
 def _number(s, cast, what: str):
@@ -70,7 +70,8 @@ def none_or_str(s) -> str | None:
 NAMED_TYPES = dict(seed=nonneg_int, page=nonneg_int, num_workers=nonneg_int, freeze_epochs=nonneg_int,
                    epochs=pos_int, crop=pos_int, bs=pos_int, n_classes=pos_int, n_crops=pos_int,
                    epoch_size=pos_int, tile=pos_int, threads=pos_int, lr=pos_float, dose=pos_float,
-                   radius=pos_float, max_minutes=pos_float, valid_pct=fraction, coverage=coverage)
+                   radius=pos_float, max_minutes=pos_float, minutes=pos_float, valid_pct=fraction, holdout=fraction,
+                   coverage=coverage)
 
 # %% ../nbs/21_cli.ipynb #0a5d1a01
 def _resolve(f):
@@ -225,13 +226,14 @@ def simulate(micrograph: str, # micrograph to scan: any format em_ssl.io.load_mi
 @command(required_options=("mask", "output"), flags={"output": ("-o", "--output")})
 def complete(partial: str, # partial scan: any format em_ssl.io.load_micrograph reads
              mask: str, # its path/dwell map: > 0 where the beam sampled
-             output: str, # where to write the completed image (float32 TIFF)
+             output: str, # where to write the completed image (float32 TIFF, with the input's pixel size when it has one)
              model: str | None = None, # completion checkpoint (unset: the bundled model)
+             page: int | None = None, # page/frame of a multi-image partial scan (MRC/TIFF stacks)
              overwrite: bool = False, # replace an existing output file
             ) -> None:
     "Complete a partial scan with the bundled or a given model."
     from em_ssl.inference import complete_file
-    print(f"wrote {complete_file(partial, mask, output, model=model, overwrite=overwrite)}")
+    print(f"wrote {complete_file(partial, mask, output, model=model, overwrite=overwrite, page=page)}")
 
 # %% ../nbs/21_cli.ipynb #424e80be
 @command()
@@ -242,10 +244,11 @@ def demo(out: str = "em_ssl_demo", # output folder for the figures
          model: str | None = None, # completion checkpoint (unset: the bundled model)
          overwrite: bool = False, # replace existing figures
         ) -> None:
-    "Simulate a partial scan of the bundled micrograph, complete it, and write a figure and error figures."
+    "Simulate a partial scan of the bundled micrograph, complete it, and write a figure and the errors."
     from em_ssl.inference import run_demo
     res = run_demo(out, scan=scan, coverage=coverage, seed=seed, model=model, overwrite=overwrite)
-    for k, v in res.items(): print(f"{k}: {v}")
+    print(f"{res['scan']} scan, {res['measured_coverage']:.1%} of the pixels: {res['summary']}")
+    print(f"wrote {res['figure']} and {res['json']}")
 
 # %% ../nbs/21_cli.ipynb #0a5d1a12
 @command(positional=("checkpoint",))
@@ -300,6 +303,14 @@ def predict(**kwargs) -> None:
     from em_ssl.finetune import predict_files
     outs = predict_files(**kwargs)
     print(f"wrote {len(outs)} file(s) to {kwargs.get('outdir')}")
+
+# %% ../nbs/21_cli.ipynb #b96a7d14
+@command(wraps="em_ssl.partial_scan:train_completion", name="train-completion", nargs={"images": "+"},
+         required_options=("out",), help="Adapt (or train) the completion model on your own micrographs.")
+def train_completion(**kwargs) -> None:
+    "Adapt (or train) the partial-scan completion model on your own micrographs: self-supervised, from full scans."
+    from em_ssl.partial_scan import train_completion
+    print(f"wrote {train_completion(**kwargs)}", flush=True)
 
 # %% ../nbs/21_cli.ipynb #659180a3
 def build_parser(commands=None, # names of the commands whose options to build (default: all)

@@ -4,12 +4,14 @@
 
 # %% ../nbs/07_data.ipynb #0fcdf4fd
 from __future__ import annotations
+import math
 import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Mapping, NamedTuple, Sequence
 import numpy as np
 import torch
+import torch.nn.functional as F
 from fastai.data.core import DataLoaders, TfmdDL
 from fastai.torch_core import TensorImage, TensorMask
 from .io import (MICROGRAPH_EXTENSIONS, DIHEDRAL_COUNT, get_micrograph_files, count_pages, image_shape,
@@ -20,7 +22,7 @@ from .metrics import gaussian_blur
 
 # %% auto #0
 __all__ = ['find_micrographs', 'ImageRef', 'list_images', 'Region', 'full_regions', 'split_by_file', 'CropDataset',
-           'PartialScanTransform', 'crop_dataloaders']
+           'PartialScanTransform', 'IntensityTransform', 'crop_dataloaders']
 
 # %% ../nbs/07_data.ipynb #c9877654
 def find_micrographs(paths,               # a folder, a micrograph file, or a list of them
@@ -112,6 +114,7 @@ class CropDataset(torch.utils.data.Dataset):
                  load: Callable | None = None,      # `load(ref) -> 2-D array`; default `io.load_image`
                  cache: int = 4,                    # images (with their targets) kept in memory
                  norm: str | None = 'image',        # 'image', 'crop' or None
+                 zoom: tuple | None = None,         # training: (low, high) zoom-out, log-uniform; None: no zoom
                 ):
         self.regions = list(regions)
         if not self.regions: raise ValueError("no regions to crop from (an empty split?)")
@@ -120,6 +123,11 @@ class CropDataset(torch.utils.data.Dataset):
         if n_crops is not None and (not isinstance(n_crops, (int, np.integer)) or n_crops < 1):
             raise ValueError(f"n_crops must be a positive int or None, got {n_crops!r}")
         if cache < 1: raise ValueError(f"cache must be >= 1, got {cache}")
+        if zoom is not None:
+            zoom = tuple(float(z) for z in (zoom if isinstance(zoom, (tuple, list)) else (zoom, zoom)))
+            if len(zoom) != 2 or not 1 <= zoom[0] <= zoom[1] or not math.isfinite(zoom[1]):
+                raise ValueError(f"zoom must be a (low, high) range with 1 <= low <= high, got {zoom!r}")
+        self.zoom = zoom
         self.crop, self.train, self.dihedral, self.norm = int(crop), train, dihedral, norm
         self.targets, self.load, self.cache = targets, load or (lambda ref: load_image(ref.path, page=ref.page)), int(cache)
         c = self.crop
@@ -139,6 +147,7 @@ class CropDataset(torch.utils.data.Dataset):
     def __len__(self): return self.n
     def __repr__(self):
         kind = f"{self.n} random crops" if self.train else f"{self.n} tiles"
+        if self.train and self.zoom: kind += f", zoom={self.zoom}"
         return f"CropDataset({len(self.regions)} regions, crop={self.crop}, {kind}, targets={self.targets is not None})"
 
 # %% ../nbs/07_data.ipynb #e0583282
@@ -169,23 +178,39 @@ def _region_crop(a: np.ndarray, r: Region, y: int, x: int, c: int) -> np.ndarray
         raise ValueError(f"{r} lies outside its {a.shape[0]}x{a.shape[1]} image")
     return pad_to(a[r.y0:r.y1, r.x0:r.x1], c)[y:y + c, x:x + c]
 
+def _zoom_window(self: CropDataset, r: Region) -> int:
+    "Side of the window to read for one zoomed-out crop of `r`: `crop * z`, z log-uniform in `zoom`, clipped to `r`."
+    lo, hi = self.zoom
+    z = math.exp(float(torch.empty(()).uniform_(math.log(lo), math.log(hi)))) if hi > lo else lo
+    return max(self.crop, min(int(round(self.crop * z)), *r.shape))
+
+def _shrink(a: np.ndarray, c: int) -> np.ndarray:
+    "Resample the square `a` to `c`x`c`: area average (float) or nearest (integer)."
+    t = torch.from_numpy(np.ascontiguousarray(a))[None, None]
+    if a.dtype.kind in 'iub': return F.interpolate(t.float(), size=(c, c), mode='nearest-exact')[0, 0].numpy().astype(a.dtype)
+    return F.interpolate(t.float(), size=(c, c), mode='area')[0, 0].numpy()
+
 def _item(self: CropDataset, i: int):
-    c = self.crop
+    c = s = self.crop
     if self.train:
         ri = int(torch.multinomial(self.weights, 1))
         r = self.regions[ri]
-        y, x = (int(torch.randint(0, max(n, c) - c + 1, ())) for n in r.shape)
+        if self.zoom is not None: s = _zoom_window(self, r)
+        y, x = (int(torch.randint(0, max(n, s) - s + 1, ())) for n in r.shape)
         k = int(torch.randint(0, DIHEDRAL_COUNT, ())) if self.dihedral else 0
     else:
         if not -self.n <= i < self.n: raise IndexError(f"tile {i} out of range ({self.n} tiles)")
         ri, y, x = self.tiles[i]
         r, k = self.regions[ri], 0
     img, tgt = _read(self, r.image)
-    xc = dihedral(_region_crop(img, r, y, x, c), k)
+    xc = _region_crop(img, r, y, x, s)
+    if s != c: xc = _shrink(xc, c)
+    xc = dihedral(xc, k)
     if self.norm == 'crop': xc = normalize(xc)
     out = TensorImage(torch.from_numpy(np.ascontiguousarray(xc, np.float32))[None])
     if tgt is None: return (out,)
-    yc = np.ascontiguousarray(dihedral(_region_crop(tgt, r, y, x, c), k))
+    yc = _region_crop(tgt, r, y, x, s)
+    yc = np.ascontiguousarray(dihedral(_shrink(yc, c) if s != c else yc, k))
     return out, (TensorMask(torch.from_numpy(yc)) if yc.dtype == np.int64 else TensorImage(torch.from_numpy(yc)[None]))
 
 CropDataset.__getitem__ = _item
@@ -204,31 +229,87 @@ def _from_arrays(cls, arrays: Sequence[np.ndarray], crop: int = 256, n_crops: in
 CropDataset.from_arrays = classmethod(_from_arrays)
 
 # %% ../nbs/07_data.ipynb #1286c25e
+def _choices(v, check, name: str) -> tuple:
+    "A tuple of valid choices from one value or a tuple/list of them."
+    vals = tuple(v) if isinstance(v, (tuple, list)) else (v,)
+    if not vals: raise ValueError(f"{name} needs at least one choice")
+    return tuple(check(x) for x in vals)
+
+def _log_uniform(lo: float, hi: float, n: int, g: torch.Generator) -> torch.Tensor:
+    "`n` values log-uniform in [lo, hi] (float64) from `g`."
+    u = torch.rand(n, generator=g, dtype=torch.float64)
+    return torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+
 class PartialScanTransform(ItemTransform):
     "Batch transform: full images [B,1,H,W] in [0,1] -> (cat(partial, mask) [B,2,H,W], target [B,1,H,W])."
     order = 20  # after IntToFloatTensor (10)
-    def __init__(self, kinds=("spiral", "grid"), coverage=(0.01, 0.1), noise: str | None = "dwell", dose: float = DEFAULT_DOSE,
-                 blur: bool = True, n_coverages: int = 6, bank_size: int = 4, target_blur: bool = False, seed: int | None = None):
+    def __init__(self, kinds=("spiral", "grid"),   # scan kind(s), drawn per item
+                 coverage=(0.01, 0.1),              # a coverage, or a (low, high) range of `n_coverages` log-spaced levels
+                 noise="dwell",                     # 'dwell', 'poisson', 'none'/None, or a tuple of them drawn per item
+                 dose=DEFAULT_DOSE,                 # Poisson dose (e/px at intensity 1), or a (low, high) range: log-uniform per item
+                 blur=True,                         # blurred paths (fractional dwell); (False, True): drawn per item
+                 n_coverages: int = 6,              # log-spaced coverage levels of a range
+                 bank_size: int = 4,                # paths per kind and coverage (`scans.mask_batch`)
+                 target_blur: bool = False,         # paper blur of the target
+                 seed: int | None = None):          # seeds the transform's generator
         super().__init__()
-        self.kinds = tuple(check_kind(k) for k in (kinds if isinstance(kinds, (list, tuple)) else (kinds,)))
+        self.kinds = _choices(kinds, check_kind, 'kinds')
         if isinstance(coverage, (tuple, list)):
             lo, hi = (check_coverage(c) for c in coverage)
             if lo > hi: raise ValueError(f"coverage range must be (low, high), got {coverage}")
             self.coverages = tuple(np.geomspace(lo, hi, n_coverages).round(6).tolist()) if lo < hi else (lo,)
         else: self.coverages = (check_coverage(coverage),)
-        self.noise, self.dose, self.blur, self.bank_size, self.target_blur = check_noise(noise), dose, blur, bank_size, target_blur
+        self.noises = _choices(noise, check_noise, 'noise')
+        self.noise = self.noises[0] if len(self.noises) == 1 else self.noises
+        dr = tuple(float(d) for d in (dose if isinstance(dose, (tuple, list)) else (dose, dose)))
+        if len(dr) != 2 or not all(math.isfinite(d) and d > 0 for d in dr) or dr[0] > dr[1]:
+            raise ValueError(f"dose must be a positive number or a (low, high) range, got {dose!r}")
+        self.dose, self.dose_range = dose, dr
+        self.blurs = tuple(bool(b) for b in (blur if isinstance(blur, (tuple, list)) else (blur,)))
+        if not self.blurs: raise ValueError("blur needs at least one choice")
+        self.blur, self.bank_size, self.target_blur = blur, bank_size, target_blur
         self.generator = torch.Generator()
         if seed is not None: self.generator.manual_seed(seed)
         else: self.generator.seed()
+
+    def _masks(self, x: torch.Tensor) -> torch.Tensor:
+        "One path/dwell map per item; with several `blurs`, the binary or blurred bank per item."
+        B, shape, g = x.shape[0], tuple(x.shape[-2:]), self.generator
+        kw = dict(device=x.device, bank_size=self.bank_size, generator=g)
+        if len(self.blurs) == 1: return mask_batch(self.kinds, shape, self.coverages, B, blur=self.blurs[0], **kw).to(x.dtype)
+        pick = torch.randint(len(self.blurs), (B,), generator=g)
+        out = torch.empty((B, 1, *shape), dtype=x.dtype, device=x.device)
+        for j, b in enumerate(self.blurs):
+            ix = (pick == j).nonzero().flatten()
+            if len(ix): out[ix.to(x.device)] = mask_batch(self.kinds, shape, self.coverages, len(ix), blur=b, **kw).to(x.dtype)
+        return out
+
+    def _simulate(self, x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        "Partial scans: the noise model drawn per item; Poisson doses log-uniform per item in `dose_range`."
+        g = self.generator
+        gen = g if x.device.type == 'cpu' else None
+        B, (lo, hi) = x.shape[0], self.dose_range
+        if len(self.noises) == 1 and (self.noises[0] != 'poisson' or lo == hi):
+            return simulate_batch(x, masks, self.noises[0], lo, generator=gen)
+        pick = torch.randint(len(self.noises), (B,), generator=g)
+        doses = _log_uniform(lo, hi, B, g) if hi > lo else torch.full((B,), lo, dtype=torch.float64)
+        out = torch.empty_like(x)
+        for j, n in enumerate(self.noises):
+            ix = (pick == j).nonzero().flatten().tolist()
+            if not ix: continue
+            if n == 'poisson':   # one dose per item
+                for i in ix: out[i:i + 1] = simulate_batch(x[i:i + 1], masks[i:i + 1], n, float(doses[i]), generator=gen)
+            else:
+                t = torch.tensor(ix, device=x.device)
+                out[t] = simulate_batch(x[t], masks[t], n, lo, generator=gen)
+        return out
 
     def encodes(self, b):
         b = tuple(b) if isinstance(b, (tuple, list)) else (b,)
         x, y = (b[0], b[0]) if len(b) == 1 else b[:2]
         if x.ndim != 4 or x.shape[1] != 1: raise ValueError(f"PartialScanTransform expects images [B,1,H,W], got {tuple(x.shape)}")
-        masks = mask_batch(self.kinds, tuple(x.shape[-2:]), self.coverages, x.shape[0], device=x.device, blur=self.blur,
-                           bank_size=self.bank_size, generator=self.generator).to(x.dtype)
-        gen = self.generator if x.device.type == 'cpu' else None
-        partial = simulate_batch(x.as_subclass(torch.Tensor), masks, self.noise, self.dose, generator=gen)
+        masks = self._masks(x)
+        partial = self._simulate(x.as_subclass(torch.Tensor), masks)
         y = y.as_subclass(torch.Tensor)
         if self.target_blur: y = gaussian_blur(y)
         return TensorImage(torch.cat([partial, masks], 1)), TensorImage(y)
@@ -236,6 +317,55 @@ class PartialScanTransform(ItemTransform):
     def decodes(self, b):
         x, y = b[0], b[1]
         return (TensorImage(x[:, :1]) if x.ndim == 4 and x.shape[1] == 2 else x), y
+
+# %% ../nbs/07_data.ipynb #d0a7c1e4
+class IntensityTransform(ItemTransform):
+    "Batch transform on clean images [B,1,H,W] in [0,1]: per-item gamma, optional Gaussian blur, contrast and offset."
+    order = 15  # before PartialScanTransform (20), after IntToFloatTensor (10)
+    def __init__(self, gamma=(0.6, 1.6),       # gamma range, log-uniform; (1, 1): none
+                 contrast=(0.5, 1.0),           # contrast range c, log-uniform; offset uniform in [0, 1 - c]
+                 blur_sigma=(0., 1.5),          # Gaussian blur sigma range in px, uniform
+                 p_blur: float = 0.5,           # probability of blurring an item
+                 seed: int | None = None):      # seeds the transform's generator
+        super().__init__()
+        for name, (lo, hi) in (('gamma', gamma), ('contrast', contrast)):
+            if not 0 < lo <= hi: raise ValueError(f"{name} must be a (low, high) range of positive numbers, got {(lo, hi)}")
+        if contrast[1] > 1: raise ValueError(f"contrast must be <= 1 (values stay in [0, 1]), got {contrast}")
+        if not 0 <= blur_sigma[0] <= blur_sigma[1]: raise ValueError(f"blur_sigma must be a (low, high) range >= 0, got {blur_sigma}")
+        if not 0 <= p_blur <= 1: raise ValueError(f"p_blur must be in [0, 1], got {p_blur}")
+        self.gamma, self.contrast, self.blur_sigma, self.p_blur = tuple(gamma), tuple(contrast), tuple(blur_sigma), p_blur
+        self.generator = torch.Generator()
+        if seed is not None: self.generator.manual_seed(seed)
+        else: self.generator.seed()
+
+    def _blur(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        "Separable Gaussian blur of [B,1,H,W] with one sigma per item (0: unchanged), reflect padding."
+        r = max(1, math.ceil(3 * float(sigma.max())))
+        t = torch.arange(-r, r + 1, dtype=torch.float64)
+        k = torch.exp(-0.5 * (t[None] / sigma.clamp_min(1e-6)[:, None]) ** 2)
+        k = torch.where(sigma[:, None] > 0, k, (t[None] == 0).double())
+        k = (k / k.sum(1, keepdim=True)).to(x.dtype).to(x.device)
+        B, _, H, W = x.shape
+        pad = min(r, H - 1, W - 1)
+        if pad < r: k, r = k[:, r - pad:r + pad + 1], pad
+        y = F.pad(x.reshape(1, B, H, W), (r, r, r, r), mode='reflect')
+        y = F.conv2d(y, k.view(B, 1, 1, -1), groups=B)
+        return F.conv2d(y, k.view(B, 1, -1, 1), groups=B).reshape(B, 1, H, W)
+
+    def encodes(self, b):
+        b = tuple(b) if isinstance(b, (tuple, list)) else (b,)
+        x = b[0]
+        if x.ndim != 4 or x.shape[1] != 1: raise ValueError(f"IntensityTransform expects images [B,1,H,W], got {tuple(x.shape)}")
+        g, B = self.generator, x.shape[0]
+        gam = _log_uniform(*self.gamma, B, g).to(x.dtype).to(x.device)
+        c = _log_uniform(*self.contrast, B, g).to(x.dtype).to(x.device)
+        o = (torch.rand(B, generator=g, dtype=torch.float64).to(x.dtype).to(x.device)) * (1 - c)
+        lo, hi = self.blur_sigma
+        sig = (lo + torch.rand(B, generator=g, dtype=torch.float64) * (hi - lo)) * (torch.rand(B, generator=g) < self.p_blur)
+        v = x.as_subclass(torch.Tensor).clamp(0, 1).pow(gam.view(-1, 1, 1, 1))
+        if float(sig.max()) > 0: v = self._blur(v, sig)
+        v = (o.view(-1, 1, 1, 1) + c.view(-1, 1, 1, 1) * v).clamp(0, 1)
+        return (TensorImage(v),) + b[1:]
 
 # %% ../nbs/07_data.ipynb #54894a8e
 def crop_dataloaders(train_ds: CropDataset,           # training crops

@@ -4,7 +4,12 @@
 
 # %% ../nbs/17_partial_scan.ipynb #5a17931d
 from __future__ import annotations
+import json
 import math
+import os
+import shlex
+import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
@@ -19,23 +24,28 @@ import matplotlib.pyplot as plt
 
 # %% auto #0
 __all__ = ['PAPER_LOSS_SCALE', 'LOSS_SCALE', 'PAPER_LR_G', 'PAPER_LR_G_ADV', 'PAPER_LR_D', 'PAPER_BETA1', 'PAPER_N_DECAY_STEPS',
-           'PAPER_ADV_WEIGHT', 'PAPER_REPLAY_SIZE', 'PAPER_REPLAY_P', 'partial_scan_dls', 'show_partial_scan_batch',
-           'blurred_target', 'half_size', 'PartialScanLoss', 'rms_percent_blurred', 'psnr_blurred', 'ssim_blurred',
-           'partial_scan_metrics', 'SchedStepwise', 'beta1_schedule', 'paper_schedule', 'GeneratorWithAux',
-           'PartialScanTrainer', 'PartialScanLearner', 'partial_scan_learner']
+           'PAPER_ADV_WEIGHT', 'PAPER_REPLAY_SIZE', 'PAPER_REPLAY_P', 'RATIO_EPS', 'COMPLETION_COVERAGES',
+           'COMPLETION_DOSE', 'COMPLETION_ZOOM', 'EVAL_SIZE', 'EVAL_MAX_IMAGES', 'STEPS_PER_EPOCH', 'EVAL_NOISES',
+           'partial_scan_dls', 'show_partial_scan_batch', 'blurred_target', 'half_size', 'PartialScanLoss', 'RatioLoss',
+           'rms_percent_blurred', 'psnr_blurred', 'ssim_blurred', 'BaseMetric', 'partial_scan_metrics',
+           'fill_refiner_metrics', 'SchedStepwise', 'beta1_schedule', 'paper_schedule', 'GeneratorWithAux',
+           'PartialScanTrainer', 'PartialScanLearner', 'partial_scan_learner', 'train_completion']
 
 # %% ../nbs/17_partial_scan.ipynb #76b3e507
 from .data import find_micrographs, list_images, full_regions, split_by_file, CropDataset, crop_dataloaders
-from .data import PartialScanTransform
+from .data import PartialScanTransform, IntensityTransform
 from .metrics import rms_percent, psnr, ssim, gaussian_blur
 from .training import ItemMetric
 from .alrc import ALRC, huberise
 from .replay import HardExampleReplay
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, load_model, save_checkpoint
 from .models import build_model, model_config
-from .models.partial_scan import PartialScanConfig, GapFilledGenerator, push_pull_fill
+from .models.partial_scan import PartialScanConfig, GapFilledGenerator, FillRefiner, push_pull_fill, PARTIAL_SCAN_SIZES
 from .training import StatefulCallback, TrainingCheckpoint, StopAfterEpochs, configure_progress, unwrap_model
 from .gan import CriticStep, GANLearner
+from .scans import check_kind, check_coverage, SCAN_TYPES
+from .io import load_image, normalize, atomic_write
+from .inference import evaluate_completion, summarize_completion, completion_table
 
 # %% ../nbs/17_partial_scan.ipynb #182d1a63
 PAPER_LOSS_SCALE = 200.  # 200*MSE on images in [-1,1]: Jeffrey-Ede/partial-STEM @9167660, experiment 43 (systematic_errors/), the Sci. Rep. setting ...
@@ -123,15 +133,56 @@ class PartialScanLoss(nn.Module):
     def aux_loss(self, aux: Tensor, y: Tensor) -> Tensor:
         return self._clip(self.per_example(aux, half_size(blurred_target(y))), self.alrc_aux)
 
+# %% ../nbs/17_partial_scan.ipynb #c3d1e0a1
+RATIO_EPS = 1e-4  # [0,1]^2 units: a base RMS error of 1 % of the range; smaller base errors are weighted as 1 % (our choice)
+
+class RatioLoss(nn.Module):
+    "Mean over images of MSE(pred, blurred target) / (MSE(base, blurred target) + eps); `aux_loss` likewise at half size."
+    def __init__(self, eps: float = RATIO_EPS,     # added to the base's per-image MSE
+                 use_alrc: bool = False,           # clip the per-image ratios with ALRC
+                 **alrc_kwargs):
+        super().__init__()
+        if not eps > 0: raise ValueError(f"eps must be > 0, got {eps}")
+        self.eps, self.use_alrc, self.base = eps, use_alrc, None
+        kw = {'mu1_start': 1., 'mu2_start': 2., **alrc_kwargs}
+        self.alrc_out, self.alrc_aux = ALRC(**kw), ALRC(**kw)
+    def ratio(self, pred: Tensor, target: Tensor, base: Tensor) -> Tensor:
+        "Per-image ratios `[B]`."
+        mse = lambda a: (a.float() - target.float()).pow(2).flatten(1).mean(1)
+        return mse(pred) / (mse(base) + self.eps)
+    def _base(self) -> Tensor:
+        if self.base is None: raise ValueError("RatioLoss needs the base: set loss.base (PartialScanTrainer does) before calling it")
+        return self.base
+    def per_example(self, pred: Tensor, target: Tensor) -> Tensor:
+        "Per-image ratios against `target` (already blurred), `[B]`."
+        return self.ratio(pred, target, self._base())
+    def _reduce(self, r: Tensor, alrc: ALRC) -> Tensor: return (alrc(r) if self.use_alrc else r).mean()
+    def forward(self, pred: Tensor, y: Tensor) -> Tensor:
+        return self._reduce(self.per_example(pred, blurred_target(y)), self.alrc_out)
+    def aux_loss(self, aux: Tensor, y: Tensor) -> Tensor:
+        return self._reduce(self.ratio(aux, half_size(blurred_target(y)), F.avg_pool2d(self._base(), 2)), self.alrc_aux)
+
 # %% ../nbs/17_partial_scan.ipynb #40f680a6
 def rms_percent_blurred(pred, target, reduction='mean'): return rms_percent(pred, blurred_target(target), reduction=reduction)
 def psnr_blurred(pred, target, reduction='mean'): return psnr(pred.clamp(0, 1), blurred_target(target), reduction=reduction)
 def ssim_blurred(pred, target, reduction='mean'): return ssim(pred.clamp(0, 1), blurred_target(target), reduction=reduction)
 
+class BaseMetric(ItemMetric):
+    "An `ItemMetric` of the classical base (`learn.partial_scan_trainer.base`, set for a `FillRefiner`) instead of the prediction."
+    def accumulate(self, learn):
+        base = getattr(learn.partial_scan_trainer, 'base', None)
+        if base is None: return
+        vals = learn.to_detach(self.func(base, learn.yb[0], reduction='none', **self.kwargs)).float()
+        self.total += vals.sum().item(); self.count += vals.numel()
+
 def partial_scan_metrics() -> list:
     "fastai metrics for completions: RMS % (raw and blurred target), PSNR and SSIM (blurred target)."
     return [ItemMetric(rms_percent, 'rms_%'), ItemMetric(rms_percent_blurred, 'rms_%_blur'),
             ItemMetric(psnr_blurred, 'psnr_blur'), ItemMetric(ssim_blurred, 'ssim_blur')]
+
+def fill_refiner_metrics() -> list:
+    "`partial_scan_metrics()` plus the classical base's RMS % vs the blurred target (`base_rms_%_blur`: the ratio's denominator)."
+    return partial_scan_metrics() + [BaseMetric(rms_percent_blurred, 'base_rms_%_blur')]
 
 # %% ../nbs/17_partial_scan.ipynb #f912da57
 class SchedStepwise:
@@ -157,7 +208,9 @@ class GeneratorWithAux(nn.Module):
     is the generator's (same keys), so a training state's weights rebuild the registry model."""
     def __init__(self, gen: nn.Module):
         super().__init__(); self.gen = gen
-    def forward(self, x): return self.gen.forward_with_aux(x)
+    def forward(self, x):
+        "`(completion, aux_half)`, and the classical base as a third entry for a `FillRefiner`."
+        return self.gen.forward_with_aux(x, return_base=True) if isinstance(self.gen, FillRefiner) else self.gen.forward_with_aux(x)
     def state_dict(self, *args, **kwargs): return self.gen.state_dict(*args, **kwargs)
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         return self.gen.load_state_dict(state_dict, strict, assign)
@@ -169,7 +222,7 @@ class PartialScanTrainer(StatefulCallback):
     def __init__(self, stage: int = 1,                      # 1: non-adversarial; 2: adversarial (with a `CriticStep`)
                  replay: HardExampleReplay | None = None):  # hard-example replay buffer (stage 2)
         if stage not in (1, 2): raise ValueError(f"stage must be 1 or 2, got {stage}")
-        self.stage, self.replay, self.aux = stage, replay, None
+        self.stage, self.replay, self.aux, self.base = stage, replay, None, None
     def before_batch(self):
         self.learn.loss_func.train(self.training)
         if self.training and self.replay is not None:
@@ -180,7 +233,10 @@ class PartialScanTrainer(StatefulCallback):
                 x[:k], y[:k] = xr.to(x.device, x.dtype), yr.to(y.device, y.dtype)
                 self.learn.xb, self.learn.yb = (x,), (y,)
     def after_pred(self):
-        self.learn.pred, self.aux = self.pred if isinstance(self.pred, (tuple, list)) else (self.pred, None)
+        p = tuple(self.pred) if isinstance(self.pred, (tuple, list)) else (self.pred, None)
+        self.learn.pred, self.aux = p[0], p[1]
+        self.base = p[2].detach() if len(p) > 2 else None   # a FillRefiner's classical base: for RatioLoss and metrics
+        if hasattr(self.learn.loss_func, 'base'): self.learn.loss_func.base = self.base
     def after_loss(self):
         if not len(self.yb): return
         y = self.yb[0]
@@ -246,6 +302,8 @@ def partial_scan_learner(dls: DataLoaders,                 # from `partial_scan_
                          replay: bool = True,               # stage 2: hard-example replay
                          replay_size: int = PAPER_REPLAY_SIZE, # replay buffer size
                          fill_gaps: bool = False,           # train the registry model 'completion' (push-pull pre-fill)
+                         model: str | None = None,          # registry name: 'partial_scan' (default), 'completion' or 'fill_refiner'
+                         loss: str | None = None,           # 'paper' (ALRC + Huber, 800 MSE) or 'ratio' (`RatioLoss`); default: 'ratio' for a FillRefiner
                          lr_d: float = PAPER_LR_D,          # discriminator learning rate (constant)
                          metrics=None,                      # default: `partial_scan_metrics()` (+ critic losses in stage 2)
                          fp16: bool | None = None,          # mixed precision; default: only on CUDA
@@ -255,9 +313,17 @@ def partial_scan_learner(dls: DataLoaders,                 # from `partial_scan_
     randomness follows the global torch RNG (e.g. fastai's `set_seed`). Progress bars only on a terminal."""
     if stage not in (1, 2): raise ValueError(f"stage must be 1 or 2, got {stage}")
     cfg = cfg or PartialScanConfig.small()
-    if generator is None: gen = build_model('completion' if fill_gaps else 'partial_scan', **asdict(cfg))
+    if model is None: model = 'completion' if fill_gaps else 'partial_scan'
+    if model not in ('partial_scan', 'completion', 'fill_refiner'):
+        raise ValueError(f"model must be 'partial_scan', 'completion' or 'fill_refiner', got {model!r}")
+    if generator is None:
+        gen = build_model(model, **{**asdict(cfg), **({'in_channels': 5} if model == 'fill_refiner' else {})})
     else: gen = GapFilledGenerator(generator) if fill_gaps and not isinstance(generator, GapFilledGenerator) else generator
     spec = model_config(gen)
+    refiner = isinstance(gen, FillRefiner)
+    if loss is None: loss = 'ratio' if refiner else 'paper'
+    if loss not in ('paper', 'ratio'): raise ValueError(f"loss must be 'paper' or 'ratio', got {loss!r}")
+    if loss == 'ratio' and not refiner: raise ValueError("loss='ratio' needs a FillRefiner (model='fill_refiner'): the ratio is to its classical base")
     rp = HardExampleReplay(size=replay_size, p_replay=PAPER_REPLAY_P, seed=seed) if stage == 2 and replay else None
     cbs, critic = [PartialScanTrainer(stage, rp)], None
     if stage == 2:
@@ -265,8 +331,8 @@ def partial_scan_learner(dls: DataLoaders,                 # from `partial_scan_
         critic = CriticStep(disc, gan_loss, lr=lr_d, betas=(PAPER_BETA1[0], 0.999), beta1_sched=beta1_schedule(),
                             adv_weight=adv_weight)
         cbs.append(critic)
-    if metrics is None: metrics = partial_scan_metrics() + (critic.metrics() if critic is not None else [])
-    learn = PartialScanLearner(dls, GeneratorWithAux(gen), loss_func=PartialScanLoss(),
+    if metrics is None: metrics = (fill_refiner_metrics() if refiner else partial_scan_metrics()) + (critic.metrics() if critic is not None else [])
+    learn = PartialScanLearner(dls, GeneratorWithAux(gen), loss_func=RatioLoss() if loss == 'ratio' else PartialScanLoss(),
                                opt_func=partial(Adam, mom=PAPER_BETA1[0], sqr_mom=0.999, eps=1e-8, wd=0.),
                                metrics=metrics, cbs=L(cbs) + L(kwargs.pop('cbs', None)),
                                model_name=spec['name'], model_config=spec['config'], **kwargs)
@@ -274,3 +340,159 @@ def partial_scan_learner(dls: DataLoaders,                 # from `partial_scan_
     if fp16 is None: fp16 = torch.cuda.is_available() and dls.device is not None and torch.device(dls.device).type == 'cuda'
     if fp16: learn = learn.to_fp16()
     return configure_progress(learn)
+
+# %% ../nbs/17_partial_scan.ipynb #e8c0f1a1
+COMPLETION_COVERAGES = 10   # log-spaced coverage levels in 1/100..1/10 for training (our choice)
+COMPLETION_DOSE = (10., 1000.)  # Poisson doses, e/px at intensity 1, log-uniform per item (issue 8 training range)
+COMPLETION_ZOOM = (1., 4.)  # zoom-out range of the training crops (issue 8)
+EVAL_SIZE, EVAL_MAX_IMAGES = 256, 8  # before/after table: centre crops of at most 256 px of at most 8 held-out images
+STEPS_PER_EPOCH = 50        # default epoch: 50 batches (n_crops = 50 * bs): one checkpoint every few CPU minutes
+EVAL_NOISES = {'mixed': ('none', 'poisson:100', 'poisson:20'), 'none': ('none',), 'dwell': ('dwell',),
+               'poisson': ('poisson:100', 'poisson:20')}
+
+def _eval_images(regions, crop: int) -> list[np.ndarray]:
+    "Centre crops (<= EVAL_SIZE, a multiple of 32) of the first EVAL_MAX_IMAGES regions, each normalised to [0, 1]."
+    out = []
+    for r in regions[:EVAL_MAX_IMAGES]:
+        a = np.asarray(load_image(r.image.path, page=r.image.page), np.float32)[r.y0:r.y1, r.x0:r.x1]
+        if (s := min(EVAL_SIZE, *a.shape) // 32 * 32) < 64: continue
+        y, x = (a.shape[0] - s) // 2, (a.shape[1] - s) // 2
+        out.append(normalize(a[y:y + s, x:x + s]))
+    return out
+
+def _init_model(init, size: str):
+    "(FillRefiner, description, fresh?) for `init` ('default', 'none' or a completion checkpoint of a fill_refiner)."
+    name = 'fill_refiner' if str(init) == 'none' else load_checkpoint(init, 'completion')['model']['name']
+    fresh = str(init) == 'none' or (str(init) == 'default' and name != 'fill_refiner')
+    if fresh and str(init) == 'default': print(f"note: the bundled completion model is a {name!r}: starting from a fresh FillRefiner", flush=True)
+    if fresh:
+        return build_model('fill_refiner', size=size), "a fresh FillRefiner (zero residual)", True
+    if name != 'fill_refiner':
+        raise ValueError(f"--init {init}: a {name!r} completion checkpoint; train_completion continues only "
+                         "'fill_refiner' checkpoints (use init='none' to start from scratch)")
+    model, _ = load_model(init, 'completion')
+    return model.train(), f"the checkpoint {init}", False
+
+def _check_train_args(out, init, minutes, epochs, scan, coverage, noise, size, crop, bs, lr, holdout, n_crops, seed, threads):
+    if minutes is not None and not (isinstance(minutes, (int, float)) and minutes > 0): raise ValueError(f"minutes must be > 0, got {minutes!r}")
+    if minutes is None and epochs is None: raise ValueError("give minutes or epochs")
+    for name, v, lo, opt in (('epochs', epochs, 1, True), ('bs', bs, 1, False), ('n_crops', n_crops, bs, True),
+                             ('seed', seed, 0, False), ('threads', threads, 1, True)):
+        if not (v is None and opt) and (not isinstance(v, int) or v < lo): raise ValueError(f"{name} must be an int >= {lo}{' or None' * opt}, got {v!r}")
+    if scan != 'all': check_kind(scan)
+    if coverage is not None: check_coverage(coverage)
+    if noise not in EVAL_NOISES: raise ValueError(f"noise must be one of {', '.join(EVAL_NOISES)}, got {noise!r}")
+    if size not in PARTIAL_SCAN_SIZES: raise ValueError(f"size must be one of {', '.join(PARTIAL_SCAN_SIZES)}, got {size!r}")
+    d = getattr(PartialScanConfig, size)().divisor
+    if not isinstance(crop, int) or crop < 64 or crop % d: raise ValueError(f"crop must be an int >= 64 divisible by {d} (size {size!r}), got {crop!r}")
+    if not lr > 0 or not 0 <= holdout < 1: raise ValueError(f"lr must be > 0 and holdout in [0, 1), got lr={lr!r}, holdout={holdout!r}")
+    if Path(out).exists() and not Path(out).is_dir(): raise ValueError(f"out '{out}' is a file, not a folder")
+    return Path(out)
+
+def _log_epoch(learn, epoch: int):
+    "Append the trained epoch's recorder values to `learn.path/metrics.csv` (header first)."
+    f, names = Path(learn.path) / 'metrics.csv', list(learn.recorder.metric_names)
+    vals = [epoch] + [f"{float(v):.6g}" if isinstance(v, (float, int, np.floating, Tensor)) else v for v in learn.recorder.log[1:]]
+    with open(f, 'a') as fh: fh.write(('' if f.exists() and f.stat().st_size else ','.join(names) + '\n') + ','.join(map(str, vals)) + '\n')
+
+def _write_text(path: Path, text: str): atomic_write(path, lambda t: Path(t).write_text(text), overwrite=True)
+
+# %% ../nbs/17_partial_scan.ipynb #e8c0f1a2
+def train_completion(images,                 # micrograph folder(s) or file(s): full scans to learn from (any format em_ssl reads)
+                     out,                    # output folder: model.pth, metrics.csv, report.md/.json, last_state.pth
+                     init: str = 'default',  # 'default' (bundled model if it is a fill_refiner, else fresh), 'none' (fresh) or a completion checkpoint
+                     minutes: float = 10.0,  # wall-clock training budget of this call, in minutes (the epochs are fitted to it)
+                     epochs: int | None = None, # number of epochs instead of fitting them to `minutes` (minutes still stops the run)
+                     scan: str = 'all',      # scan kind to train on: 'all' (spiral, grid, random, raster, lissajous) or one of them
+                     coverage: float | None = None, # fixed sampled fraction; None: log-uniform in 1/100..1/10
+                     noise: str = 'mixed',   # 'mixed' (none, dwell or Poisson 10-1000 e/px per item), 'none', 'dwell' or 'poisson'
+                     size: str = 'small',    # network size for a fresh model: paper, medium, small or tiny
+                     crop: int = 128,        # training crop side in pixels
+                     bs: int = 8,            # batch size
+                     lr: float = 1e-3,       # peak learning rate (Adam; the paper's schedule shape)
+                     holdout: float = 0.35,  # fraction of the files held out for validation and the before/after table
+                     n_crops: int | None = None, # crops per epoch; None: 50 batches
+                     resume: bool = False,   # continue the run in `out` from out/last_state.pth
+                     overwrite: bool = False, # replace the results of an earlier run in `out`
+                     seed: int = 0,          # seeds the split, the crops, the scans and the initialisation
+                     threads: int | None = None, # torch CPU threads; None: torch's default
+                    ) -> Path:
+    "Train a `FillRefiner` on simulated partial scans of `images`; returns the path of out/model.pth."
+    t0 = time.time()
+    out = _check_train_args(out, init, minutes, epochs, scan, coverage, noise, size, crop, bs, lr, holdout, n_crops, seed, threads)
+    files = find_micrographs(images)
+    state, plan_file = out / 'last_state.pth', out / 'plan.json'   # the learner's path is `out`, its model_dir '.'
+    if resume:
+        if not (state.exists() and plan_file.exists()):
+            raise FileNotFoundError(f"nothing to resume in '{out}' (no last_state.pth and plan.json); run without resume=True (--resume)")
+    elif out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"'{out}' already exists and is not empty; pass overwrite=True (--overwrite) to replace its "
+                              f"results or resume=True (--resume) to continue its run")
+    model, init_desc, fresh = _init_model(init, size)
+    if threads: torch.set_num_threads(threads)
+    out.mkdir(parents=True, exist_ok=True); set_seed(seed)
+    train_r, valid_r = split_by_file(list_images(files), holdout, seed, min_size=crop)
+    steps = STEPS_PER_EPOCH if n_crops is None else n_crops // bs
+    train_ds = CropDataset(train_r, crop, steps * bs, train=True, norm='crop', zoom=COMPLETION_ZOOM)
+    valid_ds = CropDataset(valid_r, crop, 4 * bs, train=False, norm='crop') if valid_r else None
+    intensity = IntensityTransform(seed=seed); intensity.split_idx = 0   # training batches only
+    scans = PartialScanTransform(kinds=SCAN_TYPES if scan == 'all' else (scan,),
+                                 coverage=(0.01, 0.1) if coverage is None else coverage, n_coverages=COMPLETION_COVERAGES,
+                                 noise=('none', 'dwell', 'poisson') if noise == 'mixed' else noise, dose=COMPLETION_DOSE,
+                                 blur=(False, True), seed=seed)
+    dls = crop_dataloaders(train_ds, valid_ds, bs, device='cpu' if not torch.cuda.is_available() else None,
+                           after_batch=[intensity, scans])
+    learn = partial_scan_learner(dls, generator=model, stage=1, path=out, model_dir='.', seed=seed)
+    if not resume and (out / 'metrics.csv').exists(): (out / 'metrics.csv').unlink()
+    root = Path(os.path.commonpath([str(f.parent) for f in files]))
+    rel = lambda fs: [str(Path(f).relative_to(root)) for f in fs]
+    held = sorted({Path(r.image.path) for r in valid_r})
+    kinds = ('spiral', 'grid', 'random') if scan == 'all' else (scan,)
+    ev = dict(kinds=kinds, coverages=(1/10, 1/20, 1/40, 1/100) if coverage is None else (coverage,), noises=EVAL_NOISES[noise], seed=seed)
+    eval_imgs = _eval_images(valid_r, crop)
+    if resume:
+        plan = json.loads(plan_file.read_text())
+        start = learn.load_training_state('last_state')
+        print(f"resumed at epoch {start}/{plan['epochs']}", flush=True)
+    else:
+        xb = dls.one_batch()[0]
+        if fresh: learn.generator.init_weights(xb)
+        before = evaluate_completion(eval_imgs, (gen := learn.generator).eval(), **ev) if eval_imgs else []
+        gen.train()
+        n_epochs = epochs
+        if n_epochs is None:   # fit the schedule into the budget: time two steps (weights restored afterwards)
+            sd = {k: v.clone() for k, v in gen.state_dict().items()}
+            t = []
+            for _ in range(3):
+                ts = time.time(); xb, yb = dls.one_batch(); o, a, b = learn.model(xb)
+                learn.loss_func.base = b; (learn.loss_func(o, yb) + learn.loss_func.aux_loss(a, yb)).backward()
+                t.append(time.time() - ts)
+            gen.load_state_dict(sd); gen.zero_grad(set_to_none=True)
+            per_epoch = min(t[1:]) * steps * 1.1 + min(t[1:]) * 0.5 * len(dls.valid) + 2
+            n_epochs = max(1, int((60 * minutes - (time.time() - t0)) / per_epoch))
+            print(f"measured {min(t[1:]):.2f} s/step ({bs / min(t[1:]):.1f} crops/s) -> {n_epochs} epochs of {steps} steps", flush=True)
+        plan = dict(epochs=n_epochs, steps_per_epoch=steps, before=before, init=init_desc,
+                    started=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(t0)))
+        _write_text(plan_file, json.dumps(plan, indent=1))
+        start = 0
+    budget = None if minutes is None else max(0.05, minutes - (time.time() - t0) / 60)
+    learn.fit_paper(plan['epochs'], lr=lr, start_epoch=start, cbs=[TrainingCheckpoint('last_state', max_minutes=budget, on_save=_log_epoch)])
+    after = evaluate_completion(eval_imgs, gen := learn.generator.eval(), **ev) if eval_imgs else []
+    names, log = learn.recorder.metric_names[1:-1], learn.recorder.log[1:-1]
+    metrics = {n: (float(v) if v is not None else None) for n, v in zip(names, log)}
+    tables = {k: completion_table(summarize_completion(r)) if r else '(no held-out images)' for k, r in (('before', plan['before']), ('after', after))}
+    report = (f"# train_completion report\n\nInit: {plan['init']}. Epochs: {plan['epochs']} of {plan['steps_per_epoch']} steps "
+              f"(bs {bs}, crop {crop}). Training files: {len(files) - len(held)}; held out: {len(held)} "
+              f"({len(eval_imgs)} centre crops <= {EVAL_SIZE} px evaluated).\n\nLast epoch: "
+              + ', '.join(f"{k} {v:.4g}" for k, v in metrics.items() if v is not None)
+              + f"\n\n## Before training (RMS % vs the blurred clean image)\n\n{tables['before']}\n\n## After training\n\n{tables['after']}\n")
+    _write_text(out / 'report.md', report)
+    summ = {k: summarize_completion(r) if r else [] for k, r in (('before', plan['before']), ('after', after))}
+    _write_text(out / 'report.json', json.dumps({'metrics': metrics, 'summary': summ, 'before': plan['before'], 'after': after}, indent=1))
+    print(report, flush=True)
+    command = shlex.join(sys.argv) if sys.argv and sys.argv[0] else 'train_completion(...)'
+    return save_checkpoint(out / 'model.pth', gen, kind='completion', overwrite=True, provenance={
+        'data': rel([f for f in files if f not in set(held)]), 'holdout': rel(held), 'command': command,
+        'minutes': round((time.time() - t0) / 60, 2), 'metrics': metrics, 'report': report, 'init': plan['init'],
+        'recipe': dict(scan=scan, coverage=coverage, noise=noise, crop=crop, bs=bs, lr=lr, epochs=plan['epochs'],
+                       zoom=list(COMPLETION_ZOOM), dose=list(COMPLETION_DOSE), seed=seed)})

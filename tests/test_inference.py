@@ -8,7 +8,11 @@ import torch
 
 from em_ssl.inference import (complete, load_completion_model, linear_infill, complete_file, run_demo,
                               check_partial_scan, normalise_partial, complete_normalised, default_completion_model,
-                              DEFAULT_WEIGHTS, DEMO_MICROGRAPH)
+                              DEFAULT_WEIGHTS, DEMO_MICROGRAPH, evaluate_completion, summarize_completion,
+                              completion_table, parse_noise, demo_summary)
+from em_ssl.fill import linear_blur_fill, linear_fill
+from em_ssl.metrics import gaussian_blur
+from em_ssl.scans import scan_mask
 from em_ssl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, weights_digest
 from em_ssl.io import save_tiff, load_image
 from em_ssl.models import build_model
@@ -53,6 +57,10 @@ def _pm(n=64):
     (lambda p, m: (p, m - 0.5), ValueError, 'mask values must be in [0, 1]'),
     (lambda p, m: (p[:40, :40], m[:40, :40]), ValueError, 'too small'),
     (lambda p, m: (p[None], m[None]), ValueError, '2-D'),
+    (lambda p, m: (np.stack([p, p]), np.stack([m, m])), ValueError, 'one mask per stream'),
+    (lambda p, m: (p[None, None], m), ValueError, '(B, H, W)'),
+    (lambda p, m: (np.stack([p, p])[:, :, :40], m), ValueError, 'shape mismatch'),
+    (lambda p, m: (np.stack([p, np.where(m > 0, np.nan, p)]), m), ValueError, 'NaN'),
     (lambda p, m: (None, m), TypeError, 'None'),
 ])
 def test_complete_bad_input(make, exc, msg, tiny_model):
@@ -187,6 +195,8 @@ def test_complete_file(tmp_path, scan):
 def test_run_demo_writes(tmp_path):   # timing targets: benchmarks/bench_completion.py
     res = run_demo(tmp_path, scan='spiral', coverage=1 / 20, seed=0)
     assert res['seconds_model'] > 0 and res['seconds_linear'] > 0
+    assert res['summary'] == demo_summary(res) and 'against the blurred micrograph (lower is better)' in res['summary']
+    assert f"linear + blur {res['rms_percent_linear_blur']:.1f} %" in res['summary']
     assert Path(res['figure']).is_file() and Path(res['json']).is_file()
     saved = json.loads(Path(res['json']).read_text())
     assert saved['rms_percent_model'] == pytest.approx(res['rms_percent_model'])
@@ -247,3 +257,153 @@ def test_training_state_of_other_stage_refused(tmp_path):
     b = _learner(tmp_path, 1)
     with b.no_bar(), b.no_logging(): b.fit_paper(1, lr=1e-3, cbs=[TrainingCheckpoint('ck')])
     with pytest.raises(ValueError, match='stage-1 training state'): _learner(tmp_path, 2).load_training_state('ck')
+
+
+# ---------------------------------------------------------------- streams: many frames, one scan path
+def test_stream_matches_frame_by_frame(tiny_model):
+    img = lattice_image(96, seed=2)
+    p, m = simulate_partial_scan(img, kind='spiral', coverage=0.1, seed=0)
+    frames = np.stack([p, 0.5 * p + 3, p ** 2, np.where(m > 0, 7., 0.)])   # the last: constant samples
+    out = complete(frames, m, model=tiny_model, batch_size=3)
+    assert out.shape == frames.shape and out.dtype == np.float32
+    for f, o in zip(frames, out): np.testing.assert_allclose(o, complete(f, m, model=tiny_model), atol=1e-4)
+    np.testing.assert_array_equal(out[3], np.full(p.shape, 7, np.float32))
+    np.testing.assert_allclose(linear_infill(frames, m)[1], linear_infill(frames[1], m), atol=1e-5)
+
+
+def test_normalise_partial_per_frame():
+    m = np.zeros((64, 64), np.float32); m[::4, ::4] = 1
+    p = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    s, lo, hi = normalise_partial(np.stack([p, 10 * p + 1]), m)
+    np.testing.assert_allclose(s[0], s[1], atol=1e-6)
+    assert lo.shape == hi.shape == (2,) and np.isclose(lo[1], 10 * lo[0] + 1)
+
+
+# ---------------------------------------------------------------- evaluation API
+class LinearBlurModel(torch.nn.Module):
+    "Stand-in completion model returning the paper-blurred linear fill (what an untrained fill_refiner returns)."
+    divisor = 1
+    def __init__(self): super().__init__(); self.p = torch.nn.Parameter(torch.zeros(1))
+    def forward(self, x): return linear_blur_fill(x[:, :1], x[0, 1])
+
+
+class Oracle(torch.nn.Module):
+    "Stand-in returning fixed outputs (the targets) in order, whatever the batch size."
+    divisor = 1
+    def __init__(self, outs): super().__init__(); self.t, self.i = torch.nn.Parameter(torch.from_numpy(np.stack(outs))[:, None]), 0
+    def forward(self, x):
+        self.i += len(x)
+        return self.t[self.i - len(x):self.i]
+
+
+@pytest.fixture(scope='module')
+def clean_images():
+    return [lattice_image(96, seed=s) for s in range(3)] + [lattice_image(128, seed=9)[:64, :128]]
+
+
+def test_parse_noise():
+    assert parse_noise('poisson:20') == ('poisson', 20.) and parse_noise('none') == ('none', None)
+    assert parse_noise('dwell') == ('dwell', None)
+    for bad in ('poisson:0', 'poisson:x', 'gauss', 'poisson:nan'):
+        with pytest.raises(ValueError, match='poisson:DOSE'): parse_noise(bad)
+
+
+def test_evaluate_linear_blur_standin(clean_images):
+    kw = dict(kinds=('spiral', 'grid', 'random'), coverages=(1 / 10, 1 / 20), noises=('none', 'dwell', 'poisson:100', 'poisson:20'))
+    rows = evaluate_completion(clean_images, LinearBlurModel(), **kw)
+    assert len(rows) == len(clean_images) * 3 * 2 * 4
+    assert set(rows[0]) == {'image', 'kind', 'coverage', 'noise', 'nearest', 'linear', 'linear_blur', 'model',
+                            'best_classical', 'ratio'}
+    for r in rows:
+        assert r['model'] == pytest.approx(r['linear_blur'], abs=1e-3)
+        assert r['best_classical'] == min(r['linear'], r['linear_blur'])
+        assert r['ratio'] == pytest.approx(r['model'] / r['best_classical'])
+        if abs(r['linear'] - r['linear_blur']) > 1e-2: assert (r['ratio'] <= 1 + 1e-4) == (r['linear_blur'] < r['linear'])
+    assert evaluate_completion(clean_images, LinearBlurModel(), **kw) == rows   # seeded: the same scans every run
+    # noise changes the scans, binary masks make 'dwell' equal to 'none' (the paper's dwell noise acts on fractional pixels)
+    by = {(r['image'], r['kind'], r['coverage'], r['noise']): r for r in rows}
+    k = (0, 'spiral', 0.1)
+    assert by[(*k, 'dwell')]['linear'] == by[(*k, 'none')]['linear'] != by[(*k, 'poisson:20')]['linear']
+    assert by[(*k, 'poisson:20')]['linear'] > by[(*k, 'poisson:100')]['linear']
+
+
+def test_evaluate_oracle_scores_zero():
+    m = scan_mask('spiral', (96, 96), 0.1, seed=0)
+    s = np.flatnonzero(m > 0)
+    ims = []
+    for i in range(2):   # extremes 0 and 1 at sampled pixels: complete's per-frame normalisation is the identity
+        a = (0.2 + 0.6 * lattice_image(96, seed=i)).astype(np.float32)
+        a.flat[s[0]], a.flat[s[-1]] = 0., 1.
+        ims.append(a)
+    oracle = Oracle([gaussian_blur(torch.from_numpy(a)).numpy() for a in ims])
+    for r in evaluate_completion(ims, oracle, coverages=(0.1,)):
+        assert r['model'] == pytest.approx(0, abs=1e-3) and r['ratio'] == pytest.approx(0, abs=1e-4) and r['linear'] > 0.1
+
+
+def test_summary_and_table(clean_images):
+    rows = evaluate_completion(clean_images, LinearBlurModel(), kinds=('spiral', 'grid'), coverages=(1 / 20,), noises=('none', 'poisson:20'))
+    summ = summarize_completion(rows)
+    assert [(s['kind'], s['noise']) for s in summ] == [('spiral', 'none'), ('spiral', 'poisson:20'), ('grid', 'none'), ('grid', 'poisson:20')]
+    for s in summ:
+        rs = [r for r in rows if (r['kind'], r['coverage'], r['noise']) == (s['kind'], s['coverage'], s['noise'])]
+        assert s['n_images'] == len(clean_images)
+        for k in ('nearest', 'linear', 'linear_blur', 'model', 'best_classical'): assert s[k] == pytest.approx(np.mean([r[k] for r in rs]))
+        assert s['ratio'] == pytest.approx(s['model'] / s['best_classical'])
+        w = max(rs, key=lambda r: r['ratio'])
+        assert (s['worst_ratio'], s['worst_image']) == (w['ratio'], w['image'])
+    t = completion_table(summ).splitlines()
+    assert len(t) == 2 + len(summ) and t[0].startswith('| scan | coverage | noise |') and '| 1/20 |' in t[2]
+
+
+def test_evaluate_bad_input(clean_images):
+    with pytest.raises(ValueError, match=r'images\[0\] must be a clean micrograph scaled to \[0, 1\]'):
+        evaluate_completion([clean_images[0] * 5], LinearBlurModel())
+    with pytest.raises(ValueError, match='empty'): evaluate_completion([], LinearBlurModel())
+    with pytest.raises(ValueError, match='unknown scan kind'): evaluate_completion(clean_images[:1], LinearBlurModel(), kinds=('zigzag',))
+    with pytest.raises(ValueError, match='coverage'): evaluate_completion(clean_images[:1], LinearBlurModel(), coverages=(0,))
+    with pytest.raises(ValueError, match="'loud'"): evaluate_completion(clean_images[:1], LinearBlurModel(), noises=('loud',))
+
+
+def test_evaluate_bundled_model_runs():
+    rows = evaluate_completion([lattice_image(128, seed=1)], coverages=(1 / 10,))
+    assert len(rows) == 1 and np.isfinite(rows[0]['model']) and rows[0]['model'] > 0
+
+
+# ---------------------------------------------------------------- the fill-refining completion model
+def _fill_refiner_or_skip():
+    from em_ssl.models import list_models
+    if 'fill_refiner' not in list_models(): pytest.skip("registry model 'fill_refiner' not available")
+    torch.manual_seed(0)
+    return build_model('fill_refiner', size='tiny').eval()
+
+
+def test_untrained_fill_refiner_is_linear_blur(clean_images):
+    model = _fill_refiner_or_skip()
+    for r in evaluate_completion(clean_images[:2], model, kinds=('spiral', 'grid'), coverages=(1 / 10,)):
+        assert r['model'] == pytest.approx(r['linear_blur'], abs=1e-3)
+
+
+def test_fill_refiner_checkpoint_loads_and_fuses(tmp_path):
+    model = _fill_refiner_or_skip()
+    with torch.no_grad():   # a non-zero residual, so fusing has something to fold
+        for p in model.parameters(): p.add_(0.01 * torch.randn_like(p))
+    f = save_checkpoint(tmp_path / 'fr.pth', model, kind='completion')
+    img = lattice_image(128, seed=3)
+    p, m = simulate_partial_scan(img, kind='spiral', coverage=0.1, seed=0)
+    ref = complete(p, m, model=model)
+    np.testing.assert_allclose(complete(p, m, model=f), ref, atol=1e-3)                      # loaded + fused
+    np.testing.assert_allclose(complete(p, m, model=load_completion_model(f, 'cpu')), ref, atol=1e-5)
+    out = complete(np.stack([p, p * 2]), m, model=f)
+    np.testing.assert_allclose(out[0], ref, atol=1e-3)
+
+
+def test_complete_file_page_and_pixel_size(tmp_path, scan):
+    from em_ssl.io import load_micrograph
+    img, partial, mask = scan
+    stack, fm = tmp_path / 's.tif', tmp_path / 'm.tif'
+    save_tiff(stack, np.stack([partial, 2 * partial]), pixel_size=0.25, unit='nm'); save_tiff(fm, mask)
+    out = complete_file(stack, fm, tmp_path / 'c.tif', page=1)
+    mg = load_micrograph(out)
+    assert mg.data.shape == img.shape and mg.pixel_size == pytest.approx(0.25) and mg.unit == 'nm'
+    with pytest.raises(ValueError, match='page='): complete_file(stack, fm, tmp_path / 'd.tif')
+    with pytest.raises(ValueError, match='mask must be one image'): complete_file(fm, stack, tmp_path / 'e.tif')

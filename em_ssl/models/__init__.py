@@ -87,6 +87,8 @@ def _infer_spec(model: nn.Module) -> dict:
         raise ValueError("a model fused for inference (fuse_for_inference) cannot be rebuilt; describe the unfused model")
     if kind == 'GapFilledGenerator' and type(model.gen).__name__ == 'PartialScanGenerator':
         return {'name': 'completion', 'config': {**asdict(cfg), 'residual': model.residual, 'base_blur': model.base_blur}}
+    if kind == 'FillRefiner' and type(model.gen).__name__ == 'PartialScanGenerator':
+        return {'name': 'fill_refiner', 'config': asdict(cfg)}
     if kind in ('PartialScanGenerator', 'MultiScaleDiscriminator'):
         return {'name': 'partial_scan' if kind == 'PartialScanGenerator' else 'partial_scan_discriminator', 'config': asdict(cfg)}
     raise ValueError(f"{kind} was not built by em_ssl.models.build_model, so its (name, config) is unknown; "
@@ -137,6 +139,11 @@ def _partial_scan_fields(size: str | None = 'paper', **fields) -> dict:
 def _completion_fields(residual: bool = True, base_blur: bool = True, **gen) -> dict:
     return {**_partial_scan_fields(**gen), 'residual': residual, 'base_blur': base_blur}
 
+def _fill_refiner_fields(**gen) -> dict:
+    n = gen.pop('in_channels', 5)
+    if n != 5: raise ValueError(f"fill_refiner's generator sees the 5 classical_inputs channels: in_channels must be 5, got {n}")
+    return _partial_scan_fields(**gen, in_channels=5)
+
 def _partial_scan(**fields) -> nn.Module:
     from em_ssl.models.partial_scan import PartialScanConfig, PartialScanGenerator
     return PartialScanGenerator(PartialScanConfig(**fields))
@@ -148,6 +155,10 @@ def _partial_scan_discriminator(**fields) -> nn.Module:
 def _completion(residual: bool = True, base_blur: bool = True, **fields) -> nn.Module:
     from em_ssl.models.partial_scan import PartialScanConfig, PartialScanGenerator, GapFilledGenerator
     return GapFilledGenerator(PartialScanGenerator(PartialScanConfig(**fields)), residual=residual, base_blur=base_blur)
+
+def _fill_refiner(**fields) -> nn.Module:
+    from em_ssl.models.partial_scan import PartialScanConfig, PartialScanGenerator, FillRefiner
+    return FillRefiner(PartialScanGenerator(PartialScanConfig(**fields)))
 
 register_model('unet_B_RF', _unet, "residual U-Net with B blocks and receptive field RF px (unet_2_44, unet_2_84, unet_2_116, "
                "unet_3_96, unet_3_176, unet_3_240, unet_4_200, unet_4_360, unet_4_424); config: n_in, n_out, base_width, widths",
@@ -162,3 +173,6 @@ register_model('partial_scan_discriminator', _partial_scan_discriminator, "Ede &
                "config: as partial_scan", resolve=_partial_scan_fields)
 register_model('completion', _completion, "partial-scan completion model: push-pull gap fill + partial_scan generator "
                "predicting a residual; config: as partial_scan, plus residual, base_blur", resolve=_completion_fields)
+register_model('fill_refiner', _fill_refiner, "partial-scan completion refining a classical fill: linear+blur base + "
+               "residual of a partial_scan generator on the 5 classical_inputs channels (zero residual at init); "
+               "config: as partial_scan (in_channels is 5)", resolve=_fill_refiner_fields)

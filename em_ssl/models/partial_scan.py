@@ -10,11 +10,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ..layers import (WNConv2d, WNConvTranspose2d, WNConvBase, MeanOnlyBatchNorm, data_dependent_init,
                            freeze_mean_only_bn, sn_conv2d, isotropic_crops, PAPER_LEAKY_SLOPE)
+from ..fill import classical_inputs, CLASSICAL_CHANNELS
 
 # %% auto #0
 __all__ = ['PARTIAL_SCAN_SIZES', 'PartialScanConfig', 'partial_scan_config', 'ResidualBlock', 'InnerGenerator',
            'AuxiliaryTrainer', 'OuterGenerator', 'PartialScanGenerator', 'PatchDiscriminator',
-           'MultiScaleDiscriminator', 'push_pull_fill', 'GapFilledGenerator', 'fuse_for_inference', 'count_parameters']
+           'MultiScaleDiscriminator', 'push_pull_fill', 'GapFilledGenerator', 'FillRefiner', 'fuse_for_inference',
+           'count_parameters']
 
 # %% ../../nbs/13_models.partial_scan.ipynb #6c77a278
 @dataclass
@@ -274,6 +276,69 @@ class GapFilledGenerator(nn.Module):
                 if wn: wn[-1].gain.mul_(out_gain)
         return self
 
+# %% ../../nbs/13_models.partial_scan.ipynb #f1e2a7b1
+class FillRefiner(nn.Module):
+    """Completion = classical base (blurred Delaunay-linear fill) + a residual from a `PartialScanGenerator` that sees
+    the five `classical_inputs` channels. forward(x [B,2,H,W] = partial in [0,1], mask) -> [B,1,H,W] (linear)."""
+    def __init__(self, gen: PartialScanGenerator,  # the refining network; its cfg must have in_channels=5
+                 zero_init: bool = True):           # zero the output convs' gains: an untrained model returns the base
+        super().__init__()
+        if gen.cfg.in_channels != len(CLASSICAL_CHANNELS):
+            raise ValueError(f"FillRefiner needs a generator with in_channels={len(CLASSICAL_CHANNELS)} "
+                             f"({', '.join(CLASSICAL_CHANNELS)}), got in_channels={gen.cfg.in_channels}")
+        self.gen = gen
+        if zero_init: self.zero_residual()
+    @property
+    def cfg(self) -> PartialScanConfig: return self.gen.cfg
+
+    @torch.no_grad()
+    def zero_residual(self) -> 'FillRefiner':
+        "Zero the weight-norm gains of the outer head's and the auxiliary trainer's output convs: residual == 0 exactly."
+        for conv in (self.gen.outer.head[-1], self.gen.trainer.layers[-1]):
+            conv.gain.zero_()
+            if getattr(conv.conv, 'bias', None) is not None: conv.conv.bias.zero_()
+        return self
+
+    def check_input(self, x: torch.Tensor):
+        "Raise a ValueError naming the problem unless `x` is [B,2,H,W] with H, W divisible by `cfg.divisor`."
+        if not isinstance(x, torch.Tensor): raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
+        if x.ndim != 4 or x.shape[1] != 2:
+            raise ValueError(f"expected input [B,2,H,W] (partial scan, mask), got {tuple(x.shape)}")
+        d, (H, W) = self.cfg.divisor, x.shape[-2:]
+        if H % d or W % d:
+            raise ValueError(f"H and W must be divisible by {d} (cfg.divisor), got H={H}, W={W}; pad or crop the input")
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        "The five `classical_inputs` channels [B,5,H,W] of `x` [B,2,H,W] (computed without gradients)."
+        self.check_input(x)
+        with torch.no_grad(): return classical_inputs(x[:, :1].detach(), x[:, 1:2].detach()).to(x.dtype)
+
+    def base(self, x: torch.Tensor) -> torch.Tensor:
+        "The classical base (linear + paper blur) [B,1,H,W] of `x` [B,2,H,W]."
+        return self.inputs(x)[:, 3:4]
+
+    def gen_input(self, ci: torch.Tensor) -> torch.Tensor:
+        "What the generator sees: scan (the generator maps it to [-1,1]), mask, centred fills (2v-1), distance."
+        return torch.cat([ci[:, :2], 2 * ci[:, 2:4] - 1, ci[:, 4:]], 1)
+
+    def forward_with_aux(self, x: torch.Tensor, return_base: bool = False):
+        "(completion [B,1,H,W], auxiliary half-size completion [B,1,H/2,W/2]) (+ the base [B,1,H,W] with `return_base`)."
+        ci = self.inputs(x); b = ci[:, 3:4]
+        out, aux = self.gen.forward_with_aux(self.gen_input(ci))
+        res = (b + (out - 0.5), F.avg_pool2d(b, 2) + (aux - 0.5))
+        return res + (b,) if return_base else res
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ci = self.inputs(x)
+        return ci[:, 3:4] + (self.gen(self.gen_input(ci)) - 0.5)
+
+    def init_weights(self, x: torch.Tensor) -> 'FillRefiner':
+        "Data-dependent init of the generator on an example batch `x` [B,2,H,W]; the residual stays exactly zero."
+        self.gen.init_weights(self.gen_input(self.inputs(x)))
+        return self.zero_residual()
+
+    def freeze_batchnorm(self, frozen: bool = True) -> int: return self.gen.freeze_batchnorm(frozen)
+
 # %% ../../nbs/13_models.partial_scan.ipynb #aac5b7f8
 def _plain_conv(conv: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> nn.Module:
     kw = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True,
@@ -286,9 +351,13 @@ def _plain_conv(conv: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> nn
     return new
 
 @torch.no_grad()
-def fuse_for_inference(model: nn.Module, # a `PartialScanGenerator` or `GapFilledGenerator` (any mode; not modified)
+def fuse_for_inference(model: nn.Module, # a `PartialScanGenerator`, `GapFilledGenerator` or `FillRefiner` (any mode; not modified)
                       ) -> nn.Module:
     "Inference-only copy of a generator: weight norm folded into the weights, running-mean subtraction into biases."
+    if isinstance(model, FillRefiner):   # fuse the inner generator; the classical fill stays as it is
+        out = FillRefiner(fuse_for_inference(model.gen), zero_init=False).eval()
+        out.fused = True
+        return out
     if isinstance(model, GapFilledGenerator):
         out = GapFilledGenerator(fuse_for_inference(model.gen), residual=model.residual, base_blur=model.base_blur).eval()
         out.fused = True
