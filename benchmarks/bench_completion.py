@@ -20,9 +20,10 @@ provenance (`provenance['data']`) lists any evaluated file (by relative path, fi
 Writes `--out`/completion_matrix[_TAG].{md,json,png} and completion_worst[_TAG].png (replacing them).
 """
 from __future__ import annotations
-import argparse, datetime, json, os, platform, subprocess, sys, time
+import argparse, datetime, json, os, sys, time
 from fractions import Fraction
 from pathlib import Path
+from bench_record import machine_info  # noqa: E402  (machine, software, commit, load)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'   # the project's development data collection
@@ -254,27 +255,6 @@ def matrix_table(summary) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- record
-def git_commit() -> str:
-    try:
-        h = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        d = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        return h + ('+dirty' if d else '')
-    except (OSError, subprocess.CalledProcessError): return 'unknown'
-
-
-def machine_info() -> dict:
-    import torch
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'): cpu = line.split(':', 1)[1].strip(); break
-    except OSError: pass
-    return dict(cpu=cpu, cores=os.cpu_count(), python=platform.python_version(), torch=torch.__version__,
-                torch_threads=torch.get_num_threads(), cuda=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-                platform=platform.platform(), commit=git_commit(), nice=os.nice(0),
-                load_average_start=[round(v, 2) for v in os.getloadavg()])
-
-
 # ---------------------------------------------------------------------------------------------------- figures
 def matrix_figure(path: Path, rows, summary, names):
     "Per-image ratio distributions per cell (box + points), one panel per noise; lines at 0.7, 0.8, 1.0, 1.05."
@@ -447,8 +427,8 @@ def main(argv=None):
           'best classical.', '', table, '', '## Targets (issue 8)', '', *target_lines, '',
           f"![per-image ratios](completion_matrix{tag}.png)", '',
           f"![worst image of {res['worst_figure']['cell']}](completion_worst{tag}.png)", '',
-          f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']} ({machine['torch_threads']} "
-          f"threads), CUDA {machine['cuda'] or 'no'}; commit {machine['commit']}; load average {machine['load_average_start']} "
+          f"Machine: {machine['cpu_model']}, {machine['cpu_count']} cores, torch {machine['torch']} ({machine['torch_threads']} "
+          f"threads), CUDA {machine['cuda'] or 'no'}; commit {machine['commit']}; load average {machine['load_average_at_start']} "
           f"at start, {timing['load_average_end']} at the end (shared machine). Time: {timing['evaluate_s']} s for "
           f"{n_cases} cases ({timing['per_case_s']} s each), {timing['total_s']} s in all.", '',
           f"Command: `{res['command']}`"]

@@ -14,7 +14,7 @@ Writes benchmarks/results/bench_fill.json and .md (replacing them).
 
     nice python benchmarks/bench_fill.py [--size 512] [--coverage 0.05] [--frames 32]
 """
-import argparse, datetime, json, os, platform, subprocess, sys, time
+import argparse, json, os, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -29,32 +29,9 @@ from em_ssl.fill import FillOperator, rasterize_triangles, classical_inputs, FIL
 from em_ssl.scans import scan_mask  # noqa: E402
 from em_ssl.synthetic import lattice_image  # noqa: E402
 from em_ssl.io import atomic_write  # noqa: E402
+from bench_record import machine_info  # noqa: E402  (machine, software, commit, load)
 
 STREAM_TARGET_FPS = 10.0
-
-
-def commit() -> str | None:
-    "HEAD commit, with '+dirty' when tracked files have changes (None without git)."
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def machine_info() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"): cpu = line.split(":", 1)[1].strip(); break
-    except OSError: pass
-    return dict(platform=platform.platform(), python=platform.python_version(), cpu_model=cpu, cpu_count=os.cpu_count(),
-                cpu_affinity=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-                torch=torch.__version__, torch_threads=torch.get_num_threads(), scipy=scipy.__version__,
-                numpy=np.__version__, commit=commit(), nice=os.nice(0),
-                load_average_at_start=list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
 
 def timed(fn, reps: int) -> float:

@@ -9,7 +9,7 @@ GradScaler) and channels_last, and the peak GPU memory is reported.
     python benchmarks/bench_pretrain.py --steps 4 --warmup 1 --bs 4 --crop 256 --threads 2 --repeats 2
 Writes benchmarks/results/pretrain_throughput.{json,md}.
 """
-import argparse, json, platform, time, os
+import argparse, json, time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from em_ssl.models import build_model
 from em_ssl.pretrain import (Corruption, corrupt, CorruptionTransform, ssl_pretrain_learner, PAPER_LR, PIX2PIX_BETAS,
                              PIX2PIX_D_SCALE, PAPER_L1_WEIGHT)
 from em_ssl.synthetic import lattice_image
+from bench_record import machine_info  # noqa: E402  (machine, software, commit, load)
 
 RESULTS = Path(__file__).parent/'results'
 
@@ -96,17 +97,6 @@ def bench_plain(crops, device, bs, warmup, steps, arch, amp, channels_last):
     return _rate(times, warmup, bs), peak
 
 
-def machine_info():
-    info = {'platform': platform.platform(), 'python': platform.python_version(), 'processor': platform.processor(),
-            'cpu_count': os.cpu_count(), 'torch': torch.__version__, 'torch_threads': torch.get_num_threads(),
-            'cuda': torch.cuda.is_available(), 'load_average_1_5_15min_at_start': [round(v, 2) for v in os.getloadavg()]}
-    try:
-        import fastai; info['fastai'] = fastai.__version__
-    except Exception: pass
-    if torch.cuda.is_available(): info['gpu'] = torch.cuda.get_device_name(0)
-    return info
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--steps', type=int, default=5); p.add_argument('--warmup', type=int, default=2)
@@ -144,7 +134,7 @@ def main(argv=None):
     lines = [f"# Pretraining throughput ({a.arch}, {a.crop}x{a.crop}, bs {a.bs}, {a.steps} timed steps after {a.warmup} warm-up, median of {a.repeats} alternating repeats)", '',
              f"Machine: {res['machine']['platform']}, {res['machine']['cpu_count']} CPUs, torch {res['machine']['torch']} "
              f"({res['machine']['torch_threads']} threads){', GPU ' + res['machine']['gpu'] if 'gpu' in res['machine'] else ', no GPU'}; {res['date_utc']}", '',
-             f"Load average at start (1/5/15 min): {res['machine']['load_average_1_5_15min_at_start']} "
+             f"Load average at start (1/5/15 min): {res['machine']['load_average_at_start']} "
              "(shared machine: absolute rates are noisy; both implementations ran back to back in one process).", '',
              '| device | implementation | images/s (median) | repeats | vs plain | peak GPU MiB |', '|---|---|---|---|---|---|']
     for r in rows:

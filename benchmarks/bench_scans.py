@@ -11,7 +11,7 @@ benchmarks/results/bench_scans.json and .md (runs from other machines already in
 
     python benchmarks/bench_scans.py [--size 512] [--batch 64] [--noise dwell] [--quick]
 """
-import argparse, datetime, json, os, platform, subprocess, sys, time
+import argparse, json, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -20,32 +20,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from em_ssl import scans  # noqa: E402
+from bench_record import machine_info  # noqa: E402  (machine, software, commit, load)
 
 TARGETS = {"cpu_batched": 500, "gpu_batched": 20_000}
-
-
-def commit() -> str | None:
-    "The repository's HEAD commit, with '+dirty' when the working tree has changes (None without git)."
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def machine_info() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"): cpu = line.split(":", 1)[1].strip(); break
-    except OSError: pass
-    info = dict(platform=platform.platform(), python=platform.python_version(), cpu_model=cpu, cpu_count=os.cpu_count(),
-                torch=torch.__version__, torch_threads=torch.get_num_threads(), numpy=np.__version__,
-                commit=commit(), cuda=torch.cuda.is_available(), device_name=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                load_average_at_start=os.getloadavg() if hasattr(os, "getloadavg") else None,
-                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-    return info
 
 
 def timed(fn, n_items: int, min_time: float, max_reps: int, sync=lambda: None) -> dict:

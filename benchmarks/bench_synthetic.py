@@ -10,7 +10,7 @@ Writes benchmarks/results/bench_synthetic.json and .md; runs from other machines
 
     python benchmarks/bench_synthetic.py [--size 256] [--reps 5] [--quick] [--out DIR]
 """
-import argparse, datetime, json, os, platform, subprocess, sys, time
+import argparse, json, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -18,31 +18,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from em_ssl import synthetic  # noqa: E402
+from bench_record import machine_info  # noqa: E402  (machine, software, commit, load)
 
 TARGET_S = 0.1  # lattice_image(256) budget in seconds (best of the repetitions)
 TARGET_SIZE = 256
-
-
-def commit() -> str | None:
-    "The repository's HEAD commit, with '+dirty' when the working tree has changes (None without git)."
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def machine_info() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"): cpu = line.split(":", 1)[1].strip(); break
-    except OSError: pass
-    return dict(platform=platform.platform(), python=platform.python_version(), cpu_model=cpu, cpu_count=os.cpu_count(),
-                numpy=np.__version__, commit=commit(),
-                load_average_at_start=os.getloadavg() if hasattr(os, "getloadavg") else None,
-                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
 
 def timed(fn, reps: int) -> dict:
