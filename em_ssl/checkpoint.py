@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_checkpoint.ipynb #9517c48f
 from __future__ import annotations
-import dataclasses, datetime, hashlib, os, pickle, re, warnings
+import dataclasses, datetime, hashlib, pickle, re, warnings
 from collections.abc import Mapping
 from importlib.resources import files as pkg_files
 from pathlib import Path
@@ -55,11 +55,7 @@ def write_torch(obj,                      # what to save (tensors and plain cont
                 overwrite: bool = False,  # replace an existing `path` (CLI: --overwrite)
                ) -> Path:
     "`torch.save(obj)` to `path` atomically (`em_ssl.io.atomic_write`): never a half-written file, no silent overwrite."
-    def write(tmp):
-        torch.save(obj, tmp)
-        umask = os.umask(0); os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)   # the usual permissions of a new file, not the temporary file's private 0o600
-    return atomic_write(path, write, overwrite)
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp), overwrite)
 
 # %% ../nbs/08_checkpoint.ipynb #bbdeac10
 def _utc_now() -> str: return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')

@@ -391,6 +391,8 @@ def atomic_write(path, write, overwrite: bool = False) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
+        umask = os.umask(0); os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)   # a new file's usual permissions (the umask's), not mkstemp's private 0o600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.remove(tmp)
