@@ -12,8 +12,9 @@ from typing import Literal
 
 # %% auto #0
 __all__ = ['NAMED_TYPES', 'COMMANDS', 'COMMAND_LINE', 'FINETUNE_TASKS', 'nonneg_int', 'pos_int', 'pos_float', 'fraction',
-           'coverage', 'json_dict', 'none_or_str', 'missing_docments', 'add_command', 'command', 'simulate', 'complete',
-           'demo', 'info', 'pretrain', 'finetune', 'predict', 'train_completion', 'build_parser', 'flag_hints', 'main']
+           'coverage', 'json_dict', 'none_or_str', 'missing_docments', 'add_command', 'command', 'check_outputs',
+           'write_together', 'simulate', 'complete', 'demo', 'info', 'pretrain', 'finetune', 'predict',
+           'train_completion', 'build_parser', 'flag_hints', 'main']
 
 # %% ../nbs/21_cli.ipynb #a8a14f55
 def _number(s, cast, what: str):
@@ -195,6 +196,42 @@ def command(name: str | None = None, # sub-command name (default: the function's
         return f
     return _register
 
+# %% ../nbs/21_cli.ipynb #c7b5e5c0
+def check_outputs(outputs: dict, # {option name: output path}
+                  inputs: dict | None = None, # {description: input path} that no output may replace
+                  overwrite: bool = False, # whether existing outputs may be replaced
+                  suffixes=(".tif", ".tiff"), # the extensions the outputs must have
+                 ) -> None:
+    "Refuse, before anything is read or written, outputs that clash with each other or an input, exist, or have the wrong type."
+    seen = {}
+    for opt, path in outputs.items():
+        p = Path(path)
+        if p.suffix.lower() not in suffixes: raise ValueError(f"{opt} {p} must end in {' or '.join(suffixes)}")
+        key = p.resolve()
+        if key in seen: raise ValueError(f"{seen[key]} and {opt} name the same file {p}: give two different files")
+        for what, q in (inputs or {}).items():
+            if key == Path(q).resolve(): raise ValueError(f"{opt} {p} is {what}: give a new file name")
+        if p.exists() and not overwrite: raise FileExistsError(f"{p} exists; pass --overwrite to replace it")
+        if p.is_dir(): raise IsADirectoryError(f"{opt} {p} is a folder: give a file name")
+        seen[key] = opt
+
+def write_together(writers: dict, # {final path: write(temporary path)}
+                  ) -> list[Path]:
+    "Write every file to a temporary name first, then rename them all: a failure leaves none of them half done."
+    import os, tempfile
+    tmps = {}
+    try:
+        for path, write in writers.items():
+            path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent); os.close(fd)
+            tmps[path] = Path(tmp); write(tmps[path])
+        for path, tmp in tmps.items(): os.replace(tmp, path)
+    finally:
+        for tmp in tmps.values():
+            if tmp.exists(): tmp.unlink()
+    return list(tmps)
+
+
 # %% ../nbs/21_cli.ipynb #e73994a7
 @command(required_options=("output", "mask_out"), flags={"output": ("-o", "--output")})
 def simulate(micrograph: str, # micrograph to scan: any format em_ssl.io.load_micrograph reads (TIFF, PNG, JPEG, NPY, DM3/DM4, EMD, SER, MRC)
@@ -212,14 +249,15 @@ def simulate(micrograph: str, # micrograph to scan: any format em_ssl.io.load_mi
     "Simulate a partial scan of a micrograph; write the partial scan and its path/dwell map."
     from em_ssl.io import load_micrograph, save_tiff
     from em_ssl.scans import simulate_partial_scan
-    for out in (output, mask_out):
-        if Path(out).exists() and not overwrite: raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
-    img = load_micrograph(micrograph, page=page).data
+    outs = {"--output": Path(output), "--mask-out": Path(mask_out)}
+    check_outputs(outs, inputs={"the micrograph": micrograph}, overwrite=overwrite)
+    mg = load_micrograph(micrograph, page=page)
     kw = dict(kind=scan, coverage=coverage, noise=None if noise == "none" else noise, seed=seed, blur=blur)
     if dose is not None: kw["dose"] = dose
-    partial, mask = simulate_partial_scan(img, **kw)
-    save_tiff(output, partial, overwrite=overwrite)
-    save_tiff(mask_out, mask, overwrite=overwrite)
+    partial, mask = simulate_partial_scan(mg.data, **kw)
+    cal = dict(pixel_size=mg.pixel_size, unit=mg.unit)   # the input's calibration travels with both outputs
+    write_together({outs["--output"]: lambda t: save_tiff(t, partial, overwrite=True, **cal),
+                    outs["--mask-out"]: lambda t: save_tiff(t, mask, overwrite=True, **cal)})
     print(f"wrote {output} and {mask_out} ({scan}, coverage {float((mask > 0).mean()):.4f})")
 
 # %% ../nbs/21_cli.ipynb #c58047d6
