@@ -10,6 +10,7 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -232,7 +233,11 @@ def _require(module: str, pip: str):
 
 def _read_mrc(path: Path, page: int | None, color: str) -> tuple:
     mrcfile = _require('mrcfile', 'mrcfile')
-    with mrcfile.mmap(path, mode='r', permissive=False) as mrc:
+    try: mrc = mrcfile.mmap(path, mode='r', permissive=False)
+    except ValueError as e:   # e.g. no 'MAP ' id string, which some acquisition software leaves out
+        warnings.warn(f"{path}: {e}; reading it with mrcfile's permissive mode")
+        mrc = mrcfile.mmap(path, mode='r', permissive=True)
+    with mrc:
         data = mrc.data
         if data is None: raise CorruptFileError(f"{path} holds no data block")
         arr = np.array(_select_page(data, page, path))
@@ -426,9 +431,12 @@ def minmax(a, lo: float = 0., hi: float = 1.) -> np.ndarray:
     return lo + (a - amin) * ((hi - lo) / (amax - amin))
 
 def normalize(img) -> np.ndarray:
-    "Non-finite -> 0, then min-max scale to [0, 1]; a uniform image becomes `UNIFORM_VALUE`. Returns a new float32 array."
+    "Non-finite -> 0 (with a warning), then min-max scale to [0, 1]; a uniform image becomes `UNIFORM_VALUE`. Returns a new float32 array."
     arr = check_image(img).astype(np.float64)
-    arr[~np.isfinite(arr)] = 0.
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        warnings.warn(f"{int(bad.sum())} non-finite pixel(s) (NaN/inf) replaced by 0 before normalisation")
+        arr[bad] = 0.
     return np.clip(minmax(arr), 0., 1.).astype(np.float32)
 
 # %% ../nbs/00_io.ipynb #8751fb2f
