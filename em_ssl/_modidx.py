@@ -74,6 +74,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'em_ssl.cli.fraction': ('cli.html#fraction', 'em_ssl/cli.py'),
                             'em_ssl.cli.info': ('cli.html#info', 'em_ssl/cli.py'),
                             'em_ssl.cli.json_dict': ('cli.html#json_dict', 'em_ssl/cli.py'),
+                            'em_ssl.cli.learning_rate': ('cli.html#learning_rate', 'em_ssl/cli.py'),
                             'em_ssl.cli.main': ('cli.html#main', 'em_ssl/cli.py'),
                             'em_ssl.cli.missing_docments': ('cli.html#missing_docments', 'em_ssl/cli.py'),
                             'em_ssl.cli.none_or_str': ('cli.html#none_or_str', 'em_ssl/cli.py'),

@@ -13,7 +13,7 @@ from typing import Literal
 # %% auto #0
 __all__ = ['NAMED_TYPES', 'COMMANDS', 'COMMAND_LINE', 'FINETUNE_TASKS', 'nonneg_int', 'pos_int', 'pos_float', 'fraction',
            'coverage', 'json_dict', 'none_or_str', 'missing_docments', 'add_command', 'command', 'check_outputs',
-           'write_together', 'simulate', 'complete', 'demo', 'info', 'pretrain', 'finetune', 'predict',
+           'write_together', 'simulate', 'complete', 'demo', 'info', 'pretrain', 'learning_rate', 'finetune', 'predict',
            'train_completion', 'build_parser', 'flag_hints', 'main']
 
 # %% ../nbs/21_cli.ipynb #a8a14f55
@@ -321,11 +321,16 @@ def pretrain(threads: int | None = None, # torch threads per process, torch.set_
     print(f"wrote {pretrain_folder(**kwargs)}", flush=True)
 
 # %% ../nbs/21_cli.ipynb #b627e290
+def learning_rate(s: str) -> float | str:
+    "A learning rate > 0, or 'find' (fastai's `lr_find` suggestion)."
+    if s.strip().lower() == "find": return "find"
+    return pos_float(s)
+
 FINETUNE_TASKS = ("segment", "denoise", "denoise_bg", "superres")  # em_ssl.finetune.TASKS; '-' is accepted for '_'
 
 
 @command(wraps="em_ssl.finetune:finetune_folders", required_options=("images", "targets"),
-         types={"task": lambda s: s.replace("-", "_"), "pretrained": none_or_str}, choices={"task": FINETUNE_TASKS},
+         types={"task": lambda s: s.replace("-", "_"), "pretrained": none_or_str, "lr": learning_rate}, choices={"task": FINETUNE_TASKS},
          help="Fine-tune a generator on a downstream task.")
 def finetune(**kwargs) -> None:
     "Fine-tune a pretrained (or randomly initialised) generator on a downstream task."

@@ -13,23 +13,25 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 
 # %% auto #0
-__all__ = ['TASKS', 'RESTORATION_TASKS', 'PAPER_FINETUNE_LR', 'DEFAULT_CROP', 'DEFAULT_ARCH', 'HEAD_PREFIX', 'L1_WEIGHT',
-           'L2_WEIGHT', 'COORD_LABEL_KINDS', 'NORMALISATION', 'PREDICT_TILE', 'PREDICT_OVERLAP', 'STATE_FILE',
-           'check_task', 'L1L2Loss', 'match_files', 'read_coords', 'load_mask', 'pairs_dls', 'segmentation_dls',
-           'paired_dls', 'coords_dls', 'transfer_weights', 'task_n_out', 'finetune_model', 'tiny_pretrained_checkpoint',
-           'task_loss_metrics', 'EpochHistory', 'HistoryCSVLogger', 'FinetuneLearner', 'finetune_learner',
-           'save_finetuned', 'load_finetuned', 'predict_array', 'predict_files', 'finetune_folders']
+__all__ = ['TASKS', 'RESTORATION_TASKS', 'PAPER_FINETUNE_LR', 'DEFAULT_ARCH', 'HEAD_PREFIX', 'L1_WEIGHT', 'L2_WEIGHT',
+           'FOCAL_GAMMA', 'FOCAL_ALPHA', 'CLASS_WEIGHT_RANGE', 'COLLAPSE_SHARE', 'COLLAPSE_EMPTY', 'NORMALISATION',
+           'PREDICT_TILE', 'PREDICT_OVERLAP', 'STATE_FILE', 'check_task', 'L1L2Loss', 'transfer_weights', 'task_n_out',
+           'finetune_model', 'tiny_pretrained_checkpoint', 'soft_dice_loss', 'class_weights', 'SegmentationLoss',
+           'task_loss_metrics', 'EpochHistory', 'HistoryCSVLogger', 'PredictionCollapseWarning', 'collapse_message',
+           'CollapseCheck', 'FinetuneLearner', 'finetune_learner', 'save_finetuned', 'load_finetuned', 'predict_array',
+           'predict_files', 'parse_lr', 'find_lr', 'finetune_folders']
 
 # %% ../nbs/20_finetune.ipynb #294c06e0
+import csv, math, warnings
 from fastai.callback.core import Callback
-from fastai.callback.progress import CSVLogger
-from fastai.callback.schedule import fit_one_cycle  # noqa: F401  (patches Learner.fit_one_cycle)
+from fastai.callback.schedule import fit_one_cycle, lr_find  # noqa: F401  (patch Learner.fit_one_cycle and lr_find)
 from fastai.data.core import DataLoaders
-from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat
 from fastai.optimizer import Adam
 from fastai.torch_core import set_seed
 from . import io as emio
-from .data import find_micrographs, ImageRef, full_regions, split_by_file, CropDataset, crop_dataloaders
+from .data import find_micrographs
+from .labels import (DEFAULT_CROP, name_list, match_files, read_coords, load_mask, targets_kind, pairs_dls,
+                           segmentation_dls, paired_dls, coords_dls)
 from .checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint, load_model
 from .models import build_model, model_config
 from .models.unet import body_head_splitter
@@ -37,13 +39,12 @@ from .tiling import model_divisor, forward_padded, tiled_apply
 from .training import ResumableLearner, TrainingCheckpoint, configure_progress
 from .metrics import dice_multiclass, psnr, ssim
 from .training import ItemMetric, Dice, DiceMulti
-from .synthetic import position_labels, lattice_image
+from .synthetic import lattice_image
 
 # %% ../nbs/20_finetune.ipynb #988022e8
 TASKS = ('segment', 'denoise', 'denoise_bg', 'superres')
 RESTORATION_TASKS = TASKS[1:]
 PAPER_FINETUNE_LR = 2e-4   # Adam learning rate for all downstream tasks, Kazimi et al. 2024 sec. 4.2 and 4.3
-DEFAULT_CROP = 256         # TEMImageNet tasks use 256x256 crops (Kazimi et al. 2024 sec. 4.3; the Au segmentation used 448)
 DEFAULT_ARCH = 'unet_2_44' # the small generator of the bundled pretrained weights
 HEAD_PREFIX = 'head.'      # parameter-name prefix of the generators' output 1x1 conv, unless a checkpoint says otherwise
 L1_WEIGHT, L2_WEIGHT = 1.0, 1.0  # weights of the L1 + L2 restoration loss (sec. 4.3 names both terms, not their weights)
@@ -61,116 +62,6 @@ class L1L2Loss(nn.Module):
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         return self.l1_weight * F.l1_loss(pred.float(), target.float()) + self.l2_weight * F.mse_loss(pred.float(), target.float())
 
-# %% ../nbs/20_finetune.ipynb #477b89f9
-def _few(names, n: int = 5) -> str:
-    "The first `n` of `names`, joined, and how many more there are."
-    names = [str(x) for x in names]; return ', '.join(names[:n]) + (f', ... ({len(names) - n} more)' if len(names) > n else '')
-
-def _files_by_key(folder, exts=None) -> dict[str, Path]:
-    "Files under `folder` keyed by their relative path without extension; errors for missing/empty folders."
-    folder = Path(folder)
-    if not folder.exists(): raise FileNotFoundError(f"folder not found: {folder}")
-    if not folder.is_dir(): raise NotADirectoryError(f"expected a folder, got the file {folder}")
-    files = find_micrographs(folder) if exts is None else [f.resolve() for f in emio.get_micrograph_files(folder, extensions=exts)]
-    if not files: raise ValueError(f"no files found in {folder} (looked for {', '.join(exts)})")
-    out, root = {}, folder.resolve()
-    for f in files:
-        key = f.relative_to(root).with_suffix('').as_posix()
-        if key in out: raise ValueError(f"two files in {folder} share the name {key!r}: {out[key].name} and {f.name}")
-        out[key] = f
-    return out
-
-def match_files(inputs_dir, targets_dir, target_exts=None, unmatched: str = 'error') -> list[tuple[Path, Path]]:
-    "Pairs (input, target) matched by relative file name without extension; `unmatched='skip'` drops lone inputs."
-    if unmatched not in ('error', 'skip'): raise ValueError(f"unmatched must be 'error' or 'skip', got {unmatched!r}")
-    ins, tgts = _files_by_key(inputs_dir), _files_by_key(targets_dir, target_exts)
-    lone = [ins[k].name for k in ins if k not in tgts]
-    if lone and unmatched == 'error':
-        raise ValueError(f"{len(lone)} of {len(ins)} file(s) in {inputs_dir} have no target of the same name in "
-                         f"{targets_dir}: {_few(lone)}; (target names there: {_few(t.name for t in tgts.values())}); "
-                         "pass unmatched='skip' to leave them out")
-    pairs = [(ins[k], tgts[k]) for k in ins if k in tgts]
-    if not pairs: raise ValueError(f"no file in {inputs_dir} has a target of the same name in {targets_dir}")
-    return pairs
-
-# %% ../nbs/20_finetune.ipynb #7f448547
-def read_coords(path) -> np.ndarray:
-    "Atom positions from a CSV with `x`,`y` columns (any case, pixels) as an (N, 2) array of (y, x)."
-    import pandas as pd
-    if not (path := Path(path)).exists(): raise FileNotFoundError(f"coordinate file not found: {path}")
-    try: df = pd.read_csv(path)
-    except pd.errors.EmptyDataError: raise ValueError(f"{path} is empty: expected a CSV with x,y columns") from None
-    cols = {str(c).strip().lower(): c for c in df.columns}
-    if 'x' not in cols or 'y' not in cols:
-        raise ValueError(f"{path} needs 'x' and 'y' columns (pixel coordinates), found columns {list(df.columns)}")
-    xy = df[[cols['y'], cols['x']]].to_numpy(np.float64)
-    if not np.isfinite(xy).all(): raise ValueError(f"{path} has non-numeric or missing coordinates")
-    return xy
-
-def load_mask(path, n_classes: int = 2) -> np.ndarray:
-    "Mask file as float32 {0,1} (binary: any non-zero is 1) or int64 class indices 0..n_classes-1."
-    raw = emio.load_image(path)
-    if not np.isfinite(raw).all(): raise ValueError(f"mask {path} has non-finite values")
-    if n_classes == 2: return (raw > 0).astype(np.float32)
-    if (raw != np.round(raw)).any() or raw.min() < 0 or raw.max() >= n_classes:
-        bad = np.unique(raw[(raw != np.round(raw)) | (raw < 0) | (raw >= n_classes)])[:5]
-        raise ValueError(f"mask {path} has values outside the class indices 0..{n_classes - 1}: {bad.tolist()}")
-    return raw.astype(np.int64)
-
-# %% ../nbs/20_finetune.ipynb #f15f6258
-def _files(regions) -> int: return len({Path(r.image.path) for r in regions})
-def pairs_dls(pairs, load_target, crop: int = DEFAULT_CROP, bs: int = 4, valid_pct: float = 0.2, seed: int = 0,
-              valid_pairs=None, epoch_size: int | None = None, device=None, num_workers: int = 0) -> DataLoaders:
-    "DataLoaders from (input file, target file) pairs; `load_target(path, image_shape) -> array` of that shape."
-    if crop < 16: raise ValueError(f"crop must be >= 16 pixels, got {crop}")
-    every = list(pairs) + list(valid_pairs or [])
-    for fi, ft in every:   # read every target once now: a bad file fails before training, not in epoch 3
-        if (t := np.asarray(load_target(ft, shape := emio.image_shape(fi)))).shape != tuple(shape):
-            raise ValueError(f"image {fi} is {shape[0]}x{shape[1]} but its target {ft} is {'x'.join(map(str, t.shape))}: "
-                             "inputs and targets must have the same size")
-    tmap = {ImageRef(Path(fi)): partial(load_target, ft) for fi, ft in every}
-    refs = [ImageRef(Path(fi)) for fi, _ in pairs]
-    if valid_pairs is None: train_r, valid_r = split_by_file(refs, valid_pct, seed, min_size=crop)
-    else: train_r, valid_r = full_regions(refs), full_regions([ImageRef(Path(fi)) for fi, _ in valid_pairs])
-    train_ds = CropDataset(train_r, crop, epoch_size, True, targets=tmap)
-    valid_ds = CropDataset(valid_r, crop, train=False, targets=tmap) if valid_r else None
-    dls = crop_dataloaders(train_ds, valid_ds, bs, device, num_workers)
-    dls.crop, dls.n_train_files, dls.n_valid_files = crop, _files(train_r), _files(valid_r)
-    return dls
-
-# %% ../nbs/20_finetune.ipynb #61a2a328
-def _folder_dls(inputs, targets, load, exts, task, n_classes, valid, unmatched, *args) -> DataLoaders:
-    pairs = match_files(inputs, targets, exts, unmatched)
-    dls = pairs_dls(pairs, load, *args[:4], match_files(*valid, exts, unmatched) if valid is not None else None, *args[4:])
-    dls.task, dls.n_classes = task, n_classes
-    return dls
-
-def segmentation_dls(images_dir, masks_dir, crop: int = DEFAULT_CROP, bs: int = 4, n_classes: int = 2,
-                     valid_pct: float = 0.2, seed: int = 0, valid: tuple | None = None, unmatched: str = 'error',
-                     epoch_size: int | None = None, device=None, num_workers: int = 0) -> DataLoaders:
-    "Segmentation DataLoaders from image and mask folders (masks 0/255, 0/1 or class indices, same names)."
-    if n_classes < 2: raise ValueError(f"n_classes must be >= 2 (2 = binary), got {n_classes}")
-    return _folder_dls(images_dir, masks_dir, lambda p, shape: load_mask(p, n_classes), None, 'segment', n_classes,
-                       valid, unmatched, crop, bs, valid_pct, seed, epoch_size, device, num_workers)
-
-def paired_dls(inputs_dir, targets_dir, crop: int = DEFAULT_CROP, bs: int = 4, valid_pct: float = 0.2, seed: int = 0,
-               valid: tuple | None = None, unmatched: str = 'error', epoch_size: int | None = None, device=None,
-               num_workers: int = 0) -> DataLoaders:
-    "Restoration DataLoaders from paired folders (TEMImageNet-style, e.g. `image/` -> `noNoise/`), both normalised to [0,1]."
-    return _folder_dls(inputs_dir, targets_dir, lambda p, shape: emio.normalize(emio.load_image(p)), None, 'restore', None,
-                       valid, unmatched, crop, bs, valid_pct, seed, epoch_size, device, num_workers)
-
-COORD_LABEL_KINDS = ('disk', 'gaussian')  # the circularMask / gaussianMask labels of TEMImageNet (xinhuolin/TEM-ImageNet-v1.3)
-
-def coords_dls(images_dir, coords_dir, radius: float = 3.0, kind: str = 'disk', crop: int = DEFAULT_CROP, bs: int = 4,
-               valid_pct: float = 0.2, seed: int = 0, valid: tuple | None = None, unmatched: str = 'error',
-               epoch_size: int | None = None, device=None, num_workers: int = 0) -> DataLoaders:
-    "Atom-segmentation DataLoaders: CSV coordinates (x,y columns) -> disk or Gaussian masks of `radius` px."
-    if kind not in COORD_LABEL_KINDS: raise ValueError(f"kind must be one of {COORD_LABEL_KINDS}, got {kind!r}")
-    if not radius > 0: raise ValueError(f"radius must be > 0 pixels, got {radius}")
-    return _folder_dls(images_dir, coords_dir, lambda p, shape: position_labels(read_coords(p), shape, radius, kind), ('.csv',),
-                       'segment', 2, valid, unmatched, crop, bs, valid_pct, seed, epoch_size, device, num_workers)
-
 # %% ../nbs/20_finetune.ipynb #40928a6b
 def transfer_weights(src_state: dict, model: nn.Module, new_head: bool = True, head_prefix: str = HEAD_PREFIX) -> dict:
     "Copy all non-head tensors of `src_state` into `model` (strict: names and shapes must match); head too unless `new_head`."
@@ -181,7 +72,7 @@ def transfer_weights(src_state: dict, model: nn.Module, new_head: bool = True, h
     wrong = [f"{k} {tuple(sb[k].shape)}->{tuple(db[k].shape)}" for k in db if k in sb and sb[k].shape != db[k].shape]
     if missing or unexpected or wrong:
         raise ValueError("pretrained weights do not fit the model body: "
-                         + '; '.join(f"{n}: {_few(v, 3)}" for n, v in (('missing', missing), ('unexpected', unexpected),
+                         + '; '.join(f"{n}: {name_list(v, 3)}" for n, v in (('missing', missing), ('unexpected', unexpected),
                                                                          ('shape mismatch', wrong)) if v))
     load = dict(sb)
     heads = {k: v for k, v in src_state.items() if k.startswith(head_prefix)}
@@ -249,14 +140,47 @@ def _class_dice(c: int, n_classes: int):
     def f(pred, target, reduction='none'): return dice_multiclass(pred, target, n_classes, reduction='none')[:, c]
     return ItemMetric(f, f'dice_{c}')
 
-def task_loss_metrics(task: str, n_classes: int = 2) -> tuple[nn.Module, list]:
-    "Loss function and metrics of a task (see the table above)."
+FOCAL_GAMMA = 2.0        # focusing exponent of the focal loss (Lin et al. 2017, "Focal loss for dense object detection", eq. 5)
+FOCAL_ALPHA = 0.75       # weight of foreground pixels (background: 1 - alpha); chosen in the experiment below
+CLASS_WEIGHT_RANGE = (0.1, 10.0)   # clip of the multi-class weights 1/(C f_c): a rare (or absent) class weighs at most 10x
+
+def soft_dice_loss(probs: Tensor, target: Tensor, eps: float = 1.0) -> Tensor:
+    "1 - soft Dice of `[B,C,H,W]` probabilities and (one-hot) targets, summed over the batch, averaged over the channels."
+    dims = (0, *range(2, probs.ndim))
+    return 1 - ((2 * (probs * target).sum(dims) + eps) / (probs.sum(dims) + target.sum(dims) + eps)).mean()
+
+def class_weights(freq, n_classes: int) -> Tensor:
+    "Cross-entropy weights $1/(C f_c)$ from the classes' pixel shares `freq`, clipped to `CLASS_WEIGHT_RANGE`."
+    f = np.pad(np.asarray(freq, np.float64)[:n_classes], (0, max(0, n_classes - len(freq))))
+    return torch.tensor(np.clip(1 / (n_classes * np.maximum(f, 1e-12)), *CLASS_WEIGHT_RANGE), dtype=torch.float32)
+
+class SegmentationLoss(nn.Module):
+    "Binary: focal loss + soft Dice; `n_classes` > 2: cross-entropy (with `weight`s) + soft Dice of the softmax."
+    def __init__(self, n_classes: int = 2, weight: Tensor | None = None, gamma: float = FOCAL_GAMMA,
+                 alpha: float = FOCAL_ALPHA, dice_weight: float = 1.0):
+        super().__init__()
+        self.n_classes, self.weight, self.gamma, self.alpha, self.dice_weight = n_classes, weight, gamma, alpha, dice_weight
+    def forward(self, out: Tensor, target: Tensor) -> Tensor:
+        out, target = out.as_subclass(Tensor).float(), target.as_subclass(Tensor)
+        if self.n_classes == 2:
+            y = target.float().view_as(out); p = torch.sigmoid(out)
+            pt, a = p * y + (1 - p) * (1 - y), self.alpha * y + (1 - self.alpha) * (1 - y)
+            focal = (a * (1 - pt) ** self.gamma * F.binary_cross_entropy_with_logits(out, y, reduction='none')).mean()
+            return focal + self.dice_weight * soft_dice_loss(p, y)
+        t = target.long().view(out.shape[0], *out.shape[2:])
+        w = None if self.weight is None else self.weight.to(out.device)
+        onehot = F.one_hot(t, self.n_classes).permute(0, 3, 1, 2).float()
+        return F.cross_entropy(out, t, weight=w) + self.dice_weight * soft_dice_loss(torch.softmax(out, 1), onehot)
+
+def task_loss_metrics(task: str, n_classes: int = 2, class_freq=None) -> tuple[nn.Module, list]:
+    "Loss function and metrics of a task (see the table above); `class_freq`: the training masks' class shares."
     task = check_task(task)
     if task != 'segment':
         return L1L2Loss(), [ItemMetric(_l1, 'l1'), ItemMetric(psnr, 'psnr', activation=_clamp01),
                             ItemMetric(ssim, 'ssim', activation=_clamp01)]
-    if n_classes == 2: return BCEWithLogitsLossFlat(), [Dice(sigmoid=True)]
-    return CrossEntropyLossFlat(axis=1), [DiceMulti(n_classes)] + [_class_dice(c, n_classes) for c in range(1, n_classes)]
+    if n_classes == 2: return SegmentationLoss(), [Dice(sigmoid=True)]
+    w = None if class_freq is None else class_weights(class_freq, n_classes)
+    return SegmentationLoss(n_classes, w), [DiceMulti(n_classes)] + [_class_dice(c, n_classes) for c in range(1, n_classes)]
 
 # %% ../nbs/20_finetune.ipynb #0299dd43
 class EpochHistory(Callback):
@@ -264,7 +188,7 @@ class EpochHistory(Callback):
     order = 55   # after the Recorder (50), before TrainingCheckpoint (60) saves the history with the state
     def before_fit(self):
         if not hasattr(self.learn, 'history'): self.learn.history = []
-        self.phase, self.trained = ('frozen' if getattr(self.learn.opt, 'frozen_idx', 0) > 0 else 'all'), False
+        self.phase, self.trained = ('frozen' if getattr(self.learn.opt, 'frozen_idx', 0) > 0 else 'unfrozen'), False
     def before_train(self): self.trained = True
     def after_epoch(self):
         if not self.trained: return
@@ -272,20 +196,55 @@ class EpochHistory(Callback):
         row = {n: (v if n == 'time' else num(v)) for n, v in zip(self.recorder.metric_names, self.recorder.log) if n != 'epoch'}
         self.trained = False; self.learn.history.append({'epoch': len(self.learn.history), 'phase': self.phase, **row})
 
-class HistoryCSVLogger(CSVLogger):
-    "fastai `CSVLogger` that appends the trained epochs of successive fits to one file with one header."
-    def __init__(self, fname='metrics.csv'): super().__init__(fname, append=True)
-    def before_fit(self):
-        p = self.path/self.fname
-        has_header, self.trained = p.exists() and p.stat().st_size > 0, False
-        super().before_fit()
-        if has_header:  # undo the repeated header line CSVLogger wrote
-            self.file.close(); lines = p.read_text().splitlines(keepends=True)
-            p.write_text(''.join(lines[:-1])); self.file = p.open('a')
-    def before_train(self): self.trained = True
-    def _write_line(self, log):   # skipped epochs of a resumed fit are not logged
-        if not self.trained: return self.old_logger(log)
-        self.trained = False; super()._write_line(log)
+class HistoryCSVLogger(Callback):
+    "Append the new rows of `learn.history` (epoch numbered across phases, phase, losses, metrics) to one CSV file."
+    order = 56
+    def __init__(self, fname='metrics.csv'): self.fname = fname
+    def before_fit(self): self.written = len(getattr(self.learn, 'history', []))
+    def after_epoch(self):
+        if not (rows := self.learn.history[self.written:]): return
+        p = Path(self.learn.path)/self.fname; fresh = not p.exists() or p.stat().st_size == 0
+        with p.open('a', newline='') as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            if fresh: w.writeheader()
+            w.writerows(rows)
+        self.written += len(rows)
+
+# %% ../nbs/20_finetune.ipynb #ftcol001
+COLLAPSE_SHARE = 0.99      # foreground (or any non-background class) predicted on more than 99 % of the pixels ...
+COLLAPSE_EMPTY = 1e-4      # ... or background on more than 1 - 0.01 %, while the targets' share is lower: collapsed
+
+class PredictionCollapseWarning(UserWarning): "The validation predictions are (almost) all one class."
+
+def collapse_message(pred_counts, target_counts) -> str | None:
+    "A warning text when one class takes (almost) all predicted pixels but not as many target pixels; else None."
+    p, t = (np.asarray(a, np.float64) / max(float(np.sum(a)), 1.) for a in (pred_counts, target_counts))
+    c = int(p.argmax()); lim = 1 - COLLAPSE_EMPTY if c == 0 else COLLAPSE_SHARE
+    if p[c] <= lim or t[c] > lim: return None
+    what = (f"foreground predicted on {p[1]:.2%} of the validation pixels (targets: {t[1]:.2%})" if len(p) == 2 else
+            f"class {c} predicted on {p[c]:.2%} of the validation pixels (targets: {t[c]:.2%})")
+    return (f"the predictions collapsed to one class: {what}. The model has not learned the task yet: give it more "
+            "gradient steps (a larger epoch_size / --epoch-size, more epochs / --epochs) or another learning rate "
+            "(lr / --lr, e.g. --lr find)")
+
+class CollapseCheck(Callback):
+    "Count predicted and target classes on the validation set; warn at the end of training if they collapsed (`collapse_message`)."
+    order, run_train = 57, False
+    def before_validate(self): self.counts = None
+    def after_batch(self):
+        if getattr(self.learn, 'task', 'segment') != 'segment' or not len(self.yb): return
+        out, y = self.pred.detach().as_subclass(Tensor), self.yb[0].as_subclass(Tensor)
+        k = max(2, out.shape[1])
+        pc = (out > 0).long() if out.shape[1] == 1 else out.argmax(1)
+        tc = (y > 0.5).long() if out.shape[1] == 1 else y.long()
+        c = torch.stack([torch.bincount(a.flatten().cpu(), minlength=k)[:k] for a in (pc, tc)]).double().numpy()
+        self.counts = c if self.counts is None else self.counts + c
+    def after_validate(self):
+        self.learn.collapse = None if self.counts is None else collapse_message(*self.counts)
+    def after_fit(self):
+        if getattr(self.learn, 'defer_collapse_check', False) or not getattr(self.learn, 'collapse', None): return
+        print(f"WARNING: {self.learn.collapse}", flush=True)
+        warnings.warn(self.learn.collapse, PredictionCollapseWarning, stacklevel=2)
 
 # %% ../nbs/20_finetune.ipynb #1579c90c
 class FinetuneLearner(ResumableLearner):
@@ -297,8 +256,10 @@ class FinetuneLearner(ResumableLearner):
         base_lr = self.lr if base_lr is None else base_lr
         if freeze_epochs is None: freeze_epochs = 1 if self.transfer.get('transferred', 0) else 0
         if freeze_epochs > start_epoch:
-            self.epoch_offset = 0; self._freeze(-1, start_epoch > 0)
-            self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, start_epoch=start_epoch, **kwargs)
+            self.epoch_offset, self.defer_collapse_check = 0, epochs > 0   # CollapseCheck warns after the last phase
+            self._freeze(-1, start_epoch > 0)
+            try: self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, start_epoch=start_epoch, **kwargs)
+            finally: self.defer_collapse_check = False
             if any(getattr(cb, 'stopped', False) for cb in self.cbs): return   # a TrainingCheckpoint time budget ran out
         self.epoch_offset = freeze_epochs; self._freeze(0, start_epoch > freeze_epochs)
         if epochs > 0: self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div,
@@ -321,7 +282,7 @@ class FinetuneLearner(ResumableLearner):
         dec = (out[0] > 0.5).astype(np.uint8) if self.n_out == 1 else out.argmax(0).astype(np.int64)
         return dec, out[0] if self.n_out == 1 else out
     def show_results(self, ds_idx: int = 1, dl=None, max_n: int = 4, figsize=None, **kwargs):
-        "Input / target / prediction (probability or restored image) for `max_n` crops of `dls[ds_idx]`."
+        "Input / target / prediction (probability) or output (restored image) for `max_n` crops of `dls[ds_idx]`."
         import matplotlib.pyplot as plt
         xb, yb = (dl if dl is not None else self.dls[ds_idx]).one_batch()
         was = self.model.training; self.model.eval()
@@ -329,7 +290,7 @@ class FinetuneLearner(ResumableLearner):
         self.model.train(was); n = min(max_n, len(xb))
         fig, axs = plt.subplots(3, n, figsize=figsize or (2 * n, 6), squeeze=False)
         show = lambda t: t[0] if t.ndim == 3 and t.shape[0] == 1 else (t.argmax(0) if t.ndim == 3 else t)
-        for r, (b, title) in enumerate(((xb, 'input'), (yb, 'target'), (pred, 'prediction'))):
+        for r, (b, title) in enumerate(((xb, 'input'), (yb, 'target'), (pred, 'prediction' if self.task == 'segment' else 'output'))):
             for i, ax in enumerate(axs[r]):
                 ax.imshow(show(b[i].detach().float().cpu()), cmap='gray' if self.task != 'segment' or r == 0 else 'viridis')
                 ax.set_title(title, fontsize=8); ax.axis('off')
@@ -347,9 +308,9 @@ def finetune_learner(dls: DataLoaders, task: str = 'segment', pretrained='defaul
     if task != 'segment' and getattr(dls, 'task', 'restore') == 'segment':
         raise ValueError(f"task={task!r} needs image targets (paired_dls), got segmentation DataLoaders")
     model, info = finetune_model(task, pretrained, arch, n_classes, arch_kwargs, new_head)
-    loss, task_metrics = task_loss_metrics(task, n_classes)
+    loss, task_metrics = task_loss_metrics(task, n_classes, getattr(dls, 'class_freq', None))
     learn = FinetuneLearner(dls, model, loss_func=loss, opt_func=partial(Adam, eps=1e-8, wd=0.), lr=lr, splitter=body_head_splitter,
-                            metrics=task_metrics if metrics is None else metrics, cbs=[EpochHistory()] + list(cbs or []),
+                            metrics=task_metrics if metrics is None else metrics, cbs=[EpochHistory(), CollapseCheck()] + list(cbs or []),
                             model_name=info['arch'], model_config=model_config(model)['config'], **kwargs)
     learn.task, learn.n_out, learn.n_classes, learn.transfer = task, info['n_out'], info['n_classes'], info
     learn.arch, learn.arch_kwargs = info['arch'], info['arch_kwargs']
@@ -400,7 +361,7 @@ def predict_files(ckpt: str | Path,              # fine-tuned checkpoint (`model
     model, meta = load_finetuned(ckpt, device)
     files, outdir = find_micrographs(inputs), Path(outdir)
     outs = [outdir/f'{f.stem}.tif' for f in files]
-    if len(set(outs)) < len(outs): raise ValueError(f"several inputs would write the same output file: {_few(sorted({o.name for o in outs if outs.count(o) > 1}))}")
+    if len(set(outs)) < len(outs): raise ValueError(f"several inputs would write the same output file: {name_list(sorted({o.name for o in outs if outs.count(o) > 1}))}")
     exist = [o for o in outs if o.exists()]
     if exist and not overwrite: raise FileExistsError(f"{len(exist)} output file(s) exist, e.g. {exist[0]}; pass overwrite=True to replace them")
     made_dir, new = not outdir.exists(), []
@@ -420,17 +381,31 @@ def predict_files(ckpt: str | Path,              # fine-tuned checkpoint (`model
 STATE_FILE = 'last_state.pth'   # training state of an unfinished `finetune_folders` run, in `out`
 _RESUME_SAME = ('task', 'pretrained', 'arch', 'epochs', 'seed', 'crop', 'bs', 'n_classes', 'lr', 'valid_pct', 'radius',
                 'freeze_epochs', 'epoch_size')   # options a resumed run must share with the interrupted one
-def _has_csv(folder) -> bool: return Path(folder).is_dir() and any(Path(folder).rglob('*.[cC][sS][vV]'))
 _INT_MIN = {'epochs': 1, 'bs': 1, 'crop': 16, 'n_classes': 2, 'seed': 0, 'freeze_epochs': 0, 'epoch_size': 1}
 _OPTIONAL = ('freeze_epochs', 'epoch_size', 'max_minutes')   # None allowed
 def _check_numbers(**kw):
-    "ValueError naming the first parameter out of range: ints >= `_INT_MIN`, lr/radius/max_minutes > 0, 0 <= valid_pct < 1."
+    "ValueError naming the first parameter out of range: ints >= `_INT_MIN`, radius/max_minutes > 0, 0 <= valid_pct < 1."
     for k, v in kw.items():
         if v is None and k in _OPTIONAL: continue
         num = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
         if k in _INT_MIN and not (num and float(v).is_integer() and v >= _INT_MIN[k]): raise ValueError(f"{k} must be an int >= {_INT_MIN[k]}, got {v!r}")
-        if k in ('lr', 'radius', 'max_minutes') and not (num and v > 0): raise ValueError(f"{k} must be a number > 0, got {v!r}")
+        if k in ('radius', 'max_minutes') and not (num and v > 0): raise ValueError(f"{k} must be a number > 0, got {v!r}")
         if k == 'valid_pct' and not (num and 0 <= v < 1): raise ValueError(f"valid_pct must be in [0, 1), got {v!r}")
+
+def parse_lr(lr) -> float | str:
+    "A learning rate: a number > 0 (or its text, e.g. '1e-3'), or 'find' (use fastai's `lr_find` suggestion)."
+    if isinstance(lr, str) and lr.strip().lower() == 'find': return 'find'
+    try: v = None if isinstance(lr, bool) else float(lr)
+    except (TypeError, ValueError): v = None
+    if v is None or not 0 < v < math.inf: raise ValueError(f"lr must be a number > 0 or 'find', got {lr!r}")
+    return v
+
+def find_lr(learn, num_it: int = 100) -> float:
+    "fastai's `lr_find` suggestion ('valley') for `learn`, run without its logging and checkpoint callbacks; printed."
+    quiet = [cb for cb in learn.cbs if isinstance(cb, (EpochHistory, HistoryCSVLogger, CollapseCheck, TrainingCheckpoint))]
+    with learn.removed_cbs(quiet): lr = float(learn.lr_find(num_it=num_it, show_plot=False).valley)
+    print(f"lr_find suggests lr = {lr:.2e}", flush=True)
+    return lr
 
 # %% ../nbs/20_finetune.ipynb #44d6e2d9
 def finetune_folders(task: str,                      # downstream task: segment, denoise, denoise_bg (or denoise-bg) or superres
@@ -446,16 +421,16 @@ def finetune_folders(task: str,                      # downstream task: segment,
                      crop: int = DEFAULT_CROP,       # side of the square training crops and validation tiles, pixels
                      bs: int = 4,                    # batch size
                      n_classes: int = 2,             # classes of a segmentation (2 = binary masks; more: masks of class indices)
-                     lr: float = PAPER_FINETUNE_LR,  # peak Adam learning rate (Kazimi et al. 2024: 2e-4)
+                     lr: str | float = PAPER_FINETUNE_LR, # peak Adam learning rate (Kazimi et al. 2024: 2e-4), or 'find': fastai's lr_find suggestion
                      valid_pct: float = 0.2,         # fraction of the files held out for validation (one file: a strip of it)
                      radius: float = 3.0,            # radius in pixels of the disk drawn at each coordinate of CSV targets (segment)
                      freeze_epochs: int | None = None, # epochs training only the head on the frozen pretrained body first (None: 1 if pretrained, else 0)
-                     epoch_size: int | None = None,  # random crops per training epoch (None: as many as the images hold tiles)
+                     epoch_size: int | None = None,  # random crops per training epoch (None: the images' tiles, at least 128)
                      max_minutes: float | None = None, # stop after this many minutes, saving the state for resume (None: no limit)
                     ) -> Path:
-    "Fine-tune on `images`/`targets` folders; writes `out/model.pth` (a `finetuned` checkpoint) and `out/metrics.csv`."
-    task = check_task(task)
-    _check_numbers(**{k: v for k, v in locals().items() if k in (*_INT_MIN, 'lr', 'radius', 'max_minutes', 'valid_pct')})
+    "Fine-tune on `images`/`targets` folders; writes `out/model.pth` (a `finetuned` checkpoint), `out/metrics.csv`, `out/predictions.png`."
+    task, lr = check_task(task), parse_lr(lr)
+    _check_numbers(**{k: v for k, v in locals().items() if k in (*_INT_MIN, 'radius', 'max_minutes', 'valid_pct')})
     if overwrite and resume: raise ValueError("pass either overwrite=True (start afresh) or resume=True (continue), not both")
     out = Path(out); state, csv = out/STATE_FILE, out/'metrics.csv'
     if out.exists() and not out.is_dir(): raise FileExistsError(f"{out} exists and is not a folder")
@@ -466,14 +441,15 @@ def finetune_folders(task: str,                      # downstream task: segment,
     set_seed(seed)
     kw = dict(crop=crop, bs=bs, valid_pct=valid_pct, seed=seed, epoch_size=epoch_size)
     if task == 'segment':
-        dls = coords_dls(images, targets, radius=radius, **kw) if _has_csv(targets) else segmentation_dls(images, targets, n_classes=n_classes, **kw)
+        dls = coords_dls(images, targets, radius=radius, **kw) if targets_kind(images, targets) == 'coords' else segmentation_dls(images, targets, n_classes=n_classes, **kw)
     else: dls = paired_dls(images, targets, **kw)
-    learn = finetune_learner(dls, task, pretrained=pretrained, arch=arch, n_classes=n_classes, lr=lr, path=out, model_dir='.',
+    learn = finetune_learner(dls, task, pretrained=pretrained, arch=arch, n_classes=n_classes, lr=PAPER_FINETUNE_LR if lr == 'find' else lr, path=out, model_dir='.',
                              cbs=[HistoryCSVLogger('metrics.csv'), TrainingCheckpoint(STATE_FILE, max_minutes=max_minutes)])
     learn.settings = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items() if k in _RESUME_SAME}
     start = 0
     if resume:
         start = learn.load_training_state(state) + learn.epoch_offset
+        if (found := learn.saved_settings.pop('lr_found', None)) is not None: learn.lr = learn.settings['lr_found'] = found
         diff = {k: (v, learn.settings.get(k)) for k, v in learn.saved_settings.items() if learn.settings.get(k) != v}
         if diff: raise ValueError(f"{state} belongs to a run with other options: " + ', '.join(f"{k}={a!r} (now {b!r})" for k, (a, b) in diff.items()))
     # everything is checked: only now touch the output folder
@@ -482,9 +458,12 @@ def finetune_folders(task: str,                      # downstream task: segment,
     if resume and csv.exists():   # drop epochs logged after the last saved state
         lines = csv.read_text().splitlines(keepends=True); csv.write_text(''.join(lines[:1 + len(learn.history)]))
     elif not resume: csv.unlink(missing_ok=True); state.unlink(missing_ok=True)
-    t = learn.transfer
+    t = learn.transfer; n_fr = freeze_epochs if freeze_epochs is not None else int(t['transferred'] > 0)
     print(f"{task}: {'pretrained ' + t['pretrained'] if t['pretrained'] else 'random initialisation'}, {t['transferred']}/"
-          f"{t['total']} tensors transferred, head {t['head']}" + (f"; resuming after epoch {start}" if resume else ''), flush=True)
+          f"{t['total']} tensors transferred, head {t['head']}; {len(dls.train_ds)} crops of {crop} px per epoch = "
+          f"{len(dls.train)} steps of {bs}, {n_fr} + {epochs} epochs = {len(dls.train) * (n_fr + epochs)} steps"
+          + (f"; resuming after epoch {start}" if resume else ''), flush=True)
+    if lr == 'find' and not resume: learn.lr = learn.settings['lr_found'] = find_lr(learn)
     try: learn.fine_tune(epochs, freeze_epochs=freeze_epochs, start_epoch=start)
     except BaseException:
         if not state.exists():   # failed before the first saved epoch: leave nothing behind
@@ -493,6 +472,10 @@ def finetune_folders(task: str,                      # downstream task: segment,
         raise
     if any(getattr(cb, 'stopped', False) for cb in learn.cbs):
         print(f"stopped after {max_minutes} min; the state is in {state}: pass resume=True to continue", flush=True); return state
+    show = 1 if learn.dls.valid_ds is not None and len(learn.dls.valid_ds) else 0   # validation crops, else training ones
+    fig = learn.show_results(ds_idx=show, max_n=4)
+    emio.atomic_write(out/'predictions.png', lambda tmp: fig.savefig(tmp, format='png', dpi=100), overwrite=True)
+    import matplotlib.pyplot as plt; plt.close(fig)
     path = save_finetuned(learn, out/'model.pth', overwrite=True, provenance={'data': [str(images), str(targets)], 'command': shlex.join(sys.argv)})
     state.unlink(missing_ok=True)
     return path

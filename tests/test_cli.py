@@ -296,7 +296,8 @@ def test_finetune_predict_tiny(tmp_path, capsys):
         tifffile.imwrite(imgs / f"im{i}.tif", img.astype(np.float32))
         tifffile.imwrite(masks / f"im{i}.tif", (img > 0.5).astype(np.uint8))
     code, out, err = run(capsys, "finetune", "segment", "--images", imgs, "--targets", masks, "--pretrained", "none",
-                         "--arch", "unet_2_44", "--epochs", 1, "--crop", 64, "--bs", 2, "--out", tmp_path / "ft")
+                         "--arch", "unet_2_44", "--epochs", 1, "--crop", 64, "--bs", 2, "--epoch-size", 4,
+                         "--out", tmp_path / "ft")
     assert code == 0, err
     ckpt = tmp_path / "ft" / "model.pth"
     assert ckpt.exists()
@@ -440,3 +441,13 @@ def test_train_completion_library_errors_name_flags(monkeypatch, tmp_path, capsy
     monkeypatch.setattr(_stand_in_train_completion, "refuse", True, raising=False)
     res = run(capsys, "train-completion", "d", "--out", tmp_path / "o")
     assert_clean_error(res, "holds a run", "--overwrite", "--resume")
+
+
+def test_finetune_lr_accepts_find_and_names_the_option(capsys):
+    "`--lr find` parses (fastai's lr_find suggestion); a bad value names --lr."
+    sp = subparsers(build_parser(["finetune"]))["finetune"]
+    args = sp.parse_args(["segment", "--images", "i", "--targets", "t", "--lr", "find"])
+    assert args.lr == "find"
+    assert sp.parse_args(["segment", "--images", "i", "--targets", "t", "--lr", "1e-3"]).lr == 1e-3
+    code, _, err = run(capsys, "finetune", "segment", "--images", "i", "--targets", "t", "--lr", "-1")
+    assert code == 2 and "--lr" in err

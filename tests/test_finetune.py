@@ -8,9 +8,11 @@ from PIL import Image
 
 from em_ssl import io as emio
 from em_ssl.checkpoint import CheckpointError, load_checkpoint
-from em_ssl.finetune import (STATE_FILE, TASKS, coords_dls, finetune_folders, finetune_learner, finetune_model,
-                             load_finetuned, match_files, paired_dls, predict_array, predict_files, read_coords,
-                             segmentation_dls, tiny_pretrained_checkpoint, transfer_weights)
+from em_ssl.finetune import (STATE_FILE, TASKS, PredictionCollapseWarning, SegmentationLoss, finetune_folders,
+                             finetune_learner, finetune_model, load_finetuned, parse_lr, predict_array, predict_files,
+                             tiny_pretrained_checkpoint, transfer_weights)
+from em_ssl.labels import (MIN_EPOCH_CROPS, coords_dls, load_mask, match_files, paired_dls, read_coords,
+                           segmentation_dls, targets_kind)
 from em_ssl.models import build_model
 from em_ssl.synthetic import lattice_image, make_synthetic_dataset
 
@@ -156,7 +158,10 @@ def test_finetune_folders_and_predict_roundtrip(data, tmp_path):
     assert ck == out / 'model.pth' and (out / 'metrics.csv').exists()
     lines = (out / 'metrics.csv').read_text().splitlines()
     assert len(lines) == 3 and lines[0].startswith('epoch') and 'psnr' in lines[0]   # header + frozen + unfrozen
-    assert sorted(p.name for p in out.iterdir()) == ['metrics.csv', 'model.pth']   # no training state left
+    assert sorted(p.name for p in out.iterdir()) == ['metrics.csv', 'model.pth', 'predictions.png']   # no state left
+    rows = [line.split(',') for line in lines]
+    assert rows[0][:2] == ['epoch', 'phase'] and [r[:2] for r in rows[1:]] == [['0', 'frozen'], ['1', 'unfrozen']]
+    assert (out / 'predictions.png').read_bytes()[:4] == b'\x89PNG'
     ckd = load_checkpoint(ck, 'finetuned')
     assert ckd['extra']['task'] == 'denoise_bg' and ckd['model']['config']['n_out'] == 1
     assert ckd['extra']['normalisation']['method'] == 'minmax' and ckd['model']['config']['base_width'] == 4
@@ -239,7 +244,7 @@ def test_bad_input_touches_nothing(data, tmp_path, kw, msg):
     assert not (tmp_path / 'new').exists()
 
 
-@pytest.mark.parametrize('epochs, freeze_epochs, phases', [(1, 1, ['frozen', 'all']), (2, 0, ['all', 'all'])])
+@pytest.mark.parametrize('epochs, freeze_epochs, phases', [(1, 1, ['frozen', 'unfrozen']), (2, 0, ['unfrozen', 'unfrozen'])])
 def test_resume_after_interruption(data, tmp_path, monkeypatch, epochs, freeze_epochs, phases):
     "An interrupted run resumes from out/last_state.pth (between phases, or inside one) and ends like an uninterrupted one."
     from fastai.callback.core import Callback
@@ -278,3 +283,70 @@ def test_time_budget_stops_and_resumes(data, tmp_path):
     assert finetune_folders(**args, max_minutes=1e-9) == tmp_path / 'run' / STATE_FILE   # stops after one batch
     assert not (tmp_path / 'run' / 'model.pth').exists()
     assert finetune_folders(**args, resume=True) == tmp_path / 'run' / 'model.pth'
+
+
+# ------------------------------------------------------------------ issue 9: learning with the CLI's defaults
+
+def test_default_epoch_is_at_least_min_epoch_crops(data):
+    dls = segmentation_dls(data['np'] / 'images', data['np'] / 'masks', crop=32, bs=4)
+    assert len(dls.train_ds) == MIN_EPOCH_CROPS and len(dls.train) == MIN_EPOCH_CROPS // 4
+    assert len(segmentation_dls(data['np'] / 'images', data['np'] / 'masks', crop=32, epoch_size=6).train_ds) == 6
+    assert dls.class_freq.shape == (2,) and 0 < dls.class_freq[1] < 0.5
+
+
+def test_masks_are_read_strictly(tmp_path):
+    def save(name, a): Image.fromarray(np.array(a, np.uint8)).save(tmp_path / name); return tmp_path / name
+    assert load_mask(save('a.png', [[0, 255], [0, 0]])).tolist() == [[0, 1], [0, 0]]
+    assert load_mask(save('b.png', [[0, 1], [0, 0]])).tolist() == [[0, 1], [0, 0]]
+    g = save('g.png', [[0, 128], [255, 0]])
+    with pytest.raises(ValueError, match=r"g.png has values \[0, 128, 255\]: binary masks must be \{0,1\} or \{0,255\}; "
+                                         r"for classes pass n_classes=3 with values 0..2"):
+        load_mask(g)
+    assert load_mask(save('c.png', [[0, 1], [2, 0]]), n_classes=3).dtype == np.int64
+    with pytest.raises(ValueError, match='outside the class indices 0..2'):
+        load_mask(g, n_classes=3)
+
+
+def test_a_stray_csv_does_not_switch_to_coordinates(data, tmp_path):
+    masks = tmp_path / 'masks'; masks.mkdir()
+    for f in (data['np'] / 'masks').iterdir(): (masks / f.name).write_bytes(f.read_bytes())
+    (masks / 'notes.csv').write_text('x,y\n1,2\n')
+    assert targets_kind(data['np'] / 'images', masks) == 'masks'
+    assert targets_kind(data['atoms'] / 'images', data['atoms'] / 'coords') == 'coords'
+    (masks / '0001.csv').write_text('x,y\n1,2\n')
+    with pytest.raises(ValueError, match=r'both mask images \(0000.png.*and CSV coordinates \(0001.csv'):
+        targets_kind(data['np'] / 'images', masks)
+    with pytest.raises(ValueError, match='both mask images'):
+        finetune_folders('segment', data['np'] / 'images', masks, pretrained=data['ckpt'], out=tmp_path / 'o')
+    assert not (tmp_path / 'o').exists()
+
+
+def test_segmentation_loss_penalises_empty_predictions():
+    y = torch.zeros(2, 1, 16, 16); y[:, :, 4:6, 4:6] = 1   # 1.6 % foreground
+    loss = SegmentationLoss()
+    assert loss(torch.where(y > 0, 9., -9.), y) < 0.01 and loss(torch.full_like(y, -9.), y) > 0.9   # the Dice term
+    t = torch.randint(0, 3, (2, 8, 8))
+    assert float(SegmentationLoss(3)(torch.zeros(2, 3, 8, 8), t)) > 1
+
+
+def test_collapse_warning(data, capsys):
+    dls = segmentation_dls(data['np'] / 'images', data['np'] / 'masks', crop=32, bs=2, epoch_size=2)
+    learn = finetune_learner(dls, 'segment', pretrained=data['ckpt'])
+    with torch.no_grad(): learn.model.head.weight.zero_(); learn.model.head.bias.fill_(50.)   # foreground everywhere
+    with pytest.warns(PredictionCollapseWarning, match=r'foreground predicted on 100.00% .*--epoch-size'):
+        learn.fine_tune(1, base_lr=1e-12, freeze_epochs=1)
+    out = capsys.readouterr().out
+    assert out.count('WARNING: the predictions collapsed') == 1   # once, after the last phase
+
+
+def test_lr_find_and_random_init_without_arch(data, tmp_path, capsys):
+    assert parse_lr('find') == 'find' and parse_lr('1e-3') == 1e-3
+    with pytest.raises(ValueError, match="lr must be a number > 0 or 'find'"):
+        parse_lr('fast')
+    ck = finetune_folders('denoise', data['den'] / 'images', data['den'] / 'targets', pretrained=None, epochs=1,
+                          crop=32, bs=2, epoch_size=2, lr='find', out=tmp_path / 'r')
+    out = capsys.readouterr().out
+    assert 'lr_find suggests lr = ' in out and '2 crops of 32 px per epoch = 1 steps of 2, 0 + 1 epochs = 1 steps' in out
+    meta = load_finetuned(ck)[1]
+    assert meta['model']['config']['base_width'] == load_checkpoint('default', 'pretrained')['model']['config']['base_width']
+    assert sorted(p.name for p in (tmp_path / 'r').iterdir()) == ['metrics.csv', 'model.pth', 'predictions.png']
