@@ -159,15 +159,22 @@ def _calibrate(visits_fn, k: int, p0: float, p_max: float, alpha: float = 1.0, t
 
 # %% ../nbs/01_scans.ipynb #09eb13c0
 def _spiral_points(shape, spacing: float, phase: float = 0.0) -> np.ndarray:
-    "Dense (y, x) samples of an Archimedean spiral with arm `spacing` px from the centre out to the corners."
+    """(y, x) samples, `RASTER_STEP` px apart along an Archimedean spiral of arm `spacing` px; only the stretches of each
+    turn that can lie inside the image are sampled, so work grows with H*W, not the longest side squared."""
     h, w = shape
-    k = spacing / (2 * np.pi)
-    rmax = 0.5 * math.hypot(h, w) + 1
-    smax = k * (rmax / k) ** 2 / 2                       # arc length ~ k θ² / 2
-    s = np.arange(0, smax, RASTER_STEP)
-    theta = np.sqrt(2 * s / k)
-    r = k * theta
-    return np.stack([(h - 1) / 2 + r * np.sin(theta + phase), (w - 1) / 2 + r * np.cos(theta + phase)], 1)
+    k, hh, hw = spacing / (2 * np.pi), h / 2, w / 2          # |y - cy| <= h/2 and |x - cx| <= w/2 inside (rounded)
+    r0 = spacing * np.arange(int(math.ceil(math.hypot(hh, hw) / spacing)) + 1)   # radius at the start of each turn
+    with np.errstate(divide='ignore'):
+        a, b = np.arcsin(np.minimum(1, hh / r0)), np.arccos(np.minimum(1, hw / r0))   # |sin| <= hh/r, |cos| <= hw/r
+    arcs = np.stack([np.stack(v, -1) for v in ((b, a), (-a, -b), (np.pi - a, np.pi - b), (np.pi + b, np.pi + a))], 1)
+    turn, arcs = 2 * np.pi * np.arange(len(r0))[:, None, None], arcs[..., None] + 2 * np.pi * np.arange(-1, 3) - phase
+    lo, hi = np.maximum(arcs[:, :, 0] + turn, turn), np.minimum(arcs[:, :, 1] + turn, turn + 2 * np.pi)   # clip to the turn
+    keep = (hi > lo) & (b <= a)[:, None, None]
+    iv = np.stack([lo[keep], hi[keep]], 1)                   # theta intervals (turn by turn) that may be inside
+    j0, j1 = np.ceil(k * iv[:, 0] ** 2 / 2 / RASTER_STEP), np.floor(k * iv[:, 1] ** 2 / 2 / RASTER_STEP)
+    js = np.unique(np.concatenate([np.arange(p, q + 1) for p, q in zip(j0, j1) if q >= p] or [np.zeros(0)]))
+    theta = np.sqrt(2 * js * RASTER_STEP / k)                # the same arc-length grid as sampling the whole spiral
+    return np.stack([(h - 1) / 2 + k * theta * np.sin(theta + phase), (w - 1) / 2 + k * theta * np.cos(theta + phase)], 1)
 
 def spiral_scan(shape, coverage: float, seed: int | None = None) -> ScanPath:
     "Archimedean spiral (arm spacing calibrated from 1/coverage px) visiting round(coverage*H*W) pixels."
