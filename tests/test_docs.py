@@ -1,7 +1,8 @@
 """The documentation renders, and its kernel-free partial-scan demo responds to the reader in a browser.
 
 Quarto cannot be installed here, so the pages are made by `nbdev-proc-nbs` + nbconvert (tests/docs_render.py)
-and opened in headless Chromium (Debian's package) driven by Playwright."""
+and opened in headless Chromium (Debian's package) driven by Playwright, with every non-file:// request refused:
+the site must work offline (math by KaTeX from Debian's libjs-katex, copied into the site)."""
 import json
 import shutil
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from docs_render import build_docs
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -40,16 +43,100 @@ def browser():
         b.close()
 
 
-def test_pages_open_in_chromium(site, browser):
+# What the browser sees on each page: collected once per session, in one pass over the pages
+PAGE_SCAN_JS = """() => {
+  const attrs = (sel, a) => Array.from(document.querySelectorAll(sel)).map(e => e.getAttribute(a)).filter(v => v);
+  const text = Array.from(document.querySelectorAll(".jp-RenderedMarkdown, .jp-RenderedLatex")).map(el => {
+    const c = el.cloneNode(true);
+    c.querySelectorAll("pre, code, .katex, script, style").forEach(x => x.remove());
+    return c.textContent;
+  }).join("\\n");
+  const sources = Array.from(document.querySelectorAll("a")).filter(a => a.textContent.trim() == "source").map(a => a.getAttribute("href"));
+  return {body: document.body.innerText, links: attrs("a[href]", "href"),
+          assets: attrs("img[src]", "src").concat(attrs("script[src]", "src"), attrs("link[href]", "href")),
+          markdown: text, sources: sources, katex: document.querySelectorAll(".katex").length,
+          katex_errors: Array.from(document.querySelectorAll(".katex-error")).map(e => e.getAttribute("title") || e.textContent),
+          current: Array.from(document.querySelectorAll("#em-ssl-chapters a.em-ssl-current")).map(a => a.getAttribute("href"))};
+}"""
+
+
+@pytest.fixture(scope="module")
+def seen(site, browser) -> dict:
+    "{page path relative to the site: what Chromium shows}, every page opened once, offline (all requests but file:// fail)."
     page = browser.new_page()
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    for html in sorted(site.glob("*.html")):
+    page.route(lambda url: not url.startswith("file:"), lambda route: route.abort())
+    res = {}
+    for html in sorted(site.rglob("*.html")):
         page.goto(html.as_uri())
-        assert page.locator("body").inner_text().strip(), f"{html.name} is empty"
-    assert not [e for e in errors if "em-ssl" in e or "em_ssl" in e], errors
-    page.goto((site / "index.html").as_uri())
-    assert page.locator("#em-ssl-chapters a").count() >= 3
+        page.wait_for_load_state("load")
+        res[html.relative_to(site).as_posix()] = page.evaluate(PAGE_SCAN_JS)
+    page.close()
+    res["__errors__"] = errors
+    return res
+
+
+def test_pages_open_in_chromium(seen):
+    errors = seen.pop("__errors__", [])
+    for name, s in seen.items(): assert s["body"].strip(), f"{name} is empty"
+    assert not errors, f"JavaScript errors: {errors}"
+    assert len(seen["index.html"]["links"]) >= 3
+
+
+def test_sidebar_on_every_page(seen):
+    pages = {k: v for k, v in seen.items() if not k.startswith("__")}
+    for name, s in pages.items():
+        if name == "index.html": continue
+        assert s["current"] == [Path(name).name], f"{name}: the sidebar does not highlight it ({s['current']})"
+        assert sum(1 for l in s["links"] if l.endswith(".html")) >= len(pages) - 1, f"{name}: sidebar incomplete"
+    body = seen["04_alrc.html"]["body"]
+    for group in ("Foundations", "Core layer", "Methods", "Command line"): assert group.upper() in body.upper()
+
+
+def test_no_broken_local_link_or_asset(site, seen):
+    import re
+    from docs_render import repo_settings
+    repo = repo_settings()
+    broken, bad_source = [], []
+    for name, s in seen.items():
+        if name.startswith("__"): continue
+        here = (site / name).parent
+        for url in s["links"] + s["assets"]:
+            if re.match(r"[a-z]+:", url) or url.startswith("//"):
+                assert not url.startswith("http://") or "localhost" in url, f"{name}: insecure link {url}"
+                continue
+            path, _, anchor = url.partition("#")
+            target = (here / path) if path else site / name
+            if not target.is_file(): broken.append(f"{name}: {url}")
+            elif anchor and target.suffix == ".html" and f'id="{anchor}"' not in target.read_text(encoding="utf-8"):
+                broken.append(f"{name}: {url} (no such anchor)")
+        for url in s["sources"]:
+            prefix = f"{repo['git_url']}/blob/{repo['branch']}/"
+            if not (url.startswith("https://github.com/") and url.startswith(prefix)
+                    and (ROOT / url[len(prefix):].partition("#")[0]).is_file()): bad_source.append(f"{name}: {url}")
+    assert not broken, f"broken local links or assets: {broken[:20]}"
+    assert not bad_source, f"source links not to {repo}: {bad_source[:10]}"
+    assert any(s["sources"] for k, s in seen.items() if not k.startswith("__")), "no source link at all"
+
+
+def test_math_renders_offline(seen):
+    import re
+    assert seen["04_alrc.html"]["katex"] > 5, "KaTeX rendered no math on the 04_alrc page"
+    raw = {k: re.findall(r"\$[^$\n]{1,60}\$|\\\(.{0,40}", s["markdown"]) for k, s in seen.items() if not k.startswith("__")}
+    assert not {k: v for k, v in raw.items() if v}, f"raw LaTeX left on pages: { {k: v[:3] for k, v in raw.items() if v} }"
+    errors = {k: s["katex_errors"][:3] for k, s in seen.items() if not k.startswith("__") and s["katex_errors"]}
+    assert not errors, f"math KaTeX cannot render: {errors}"
+
+
+def test_no_prompts_progress_bars_or_warnings(site, seen):
+    for name, s in seen.items():
+        if name.startswith("__"): continue
+        assert "In [" not in s["body"] and "In\xa0[" not in s["body"] and "Out[" not in s["body"], f"{name} shows prompts"
+    for html in site.rglob("*.html"):
+        text = html.read_text(encoding="utf-8")
+        assert "<progress" not in text and "jp-OutputArea-stderr" not in text and 'data-mime-type="application/vnd.jupyter.stderr"' not in text, \
+            f"{html.name} shows a stored progress bar or warning"
 
 
 def test_scan_demo_responds_without_kernel(site, browser, tmp_path):
