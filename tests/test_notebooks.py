@@ -1,6 +1,7 @@
 """Run every notebook in nbs/ as a test, the way `nbdev-test` does (cells flagged `slow` or `notest` skipped).
 
 The notebooks are the library's source and its documentation; their test cells pin behaviour."""
+import warnings
 from pathlib import Path
 
 import pytest
@@ -12,5 +13,9 @@ NBS = sorted((Path(__file__).resolve().parents[1] / "nbs").glob("*.ipynb"))
 @pytest.mark.parametrize("nb", NBS, ids=[p.stem for p in NBS])
 def test_notebook_runs(nb, monkeypatch):
     monkeypatch.chdir(nb.parent)
-    ok, secs = run_nb(nb, skip_flags=["notest", "slow"], basepath=nb.parents[1])
+    # Warnings a notebook raises on purpose (e.g. a class defined in the notebook, whose module is __main__) stay
+    # here: pytest-xdist would otherwise ship them to the controller, which cannot rebuild such a class.
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        ok, secs = run_nb(nb, skip_flags=["notest", "slow"], basepath=nb.parents[1])
     assert ok, f"{nb.name} failed (see the traceback above)"
