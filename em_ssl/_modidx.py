@@ -234,6 +234,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'em_ssl.gan.GANLearner': ('gan.html#ganlearner', 'em_ssl/gan.py'),
                             'em_ssl.gan.GANLearner.critic': ('gan.html#ganlearner.critic', 'em_ssl/gan.py'),
                             'em_ssl.gan.GANLearner.generator': ('gan.html#ganlearner.generator', 'em_ssl/gan.py'),
+                            'em_ssl.gan.GANLearner.sample_predictions': ('gan.html#ganlearner.sample_predictions', 'em_ssl/gan.py'),
                             'em_ssl.gan.GANLearner.show_results': ('gan.html#ganlearner.show_results', 'em_ssl/gan.py'),
                             'em_ssl.gan._mean': ('gan.html#_mean', 'em_ssl/gan.py'),
                             'em_ssl.gan._scales': ('gan.html#_scales', 'em_ssl/gan.py'),

@@ -161,15 +161,19 @@ class GANLearner(ResumableLearner):
         if len(steps) != 1: raise ValueError(f"a GANLearner needs exactly one CriticStep callback, found {len(steps)}")
         return steps[0].critic
 
-    def show_results(self, ds_idx: int = 1, max_n: int = 4, figsize=None, **kwargs):
-        "Show input | generator output | target (first channel) for `max_n` images of `dls[ds_idx]`."
-        import matplotlib.pyplot as plt
+    def sample_predictions(self, ds_idx: int = 1):
+        "`(x, y, generator(x))` for one batch of `dls[ds_idx]` (the training set when that one is empty), in eval mode."
         dl = self.dls[ds_idx] if len(self.dls[ds_idx].dataset) else self.dls.train
         xb, yb = dl.one_batch()
         gen = self.generator; was = gen.training; gen.eval()
         with torch.no_grad(): pred = gen(xb)
         gen.train(was)
-        pred = pred[0] if isinstance(pred, (tuple, list)) else pred
+        return xb, yb, pred[0] if isinstance(pred, (tuple, list)) else pred
+
+    def show_results(self, ds_idx: int = 1, max_n: int = 4, figsize=None, **kwargs):
+        "Show input | generator output | target (first channel) for `max_n` images of `dls[ds_idx]`."
+        import matplotlib.pyplot as plt
+        xb, yb, pred = self.sample_predictions(ds_idx)
         n = min(max_n, len(xb))
         fig, axs = plt.subplots(n, 3, figsize=figsize or (6, 2 * n), squeeze=False)
         for i in range(n):

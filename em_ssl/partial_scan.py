@@ -275,11 +275,7 @@ class PartialScanLearner(GANLearner):
         self.fit(n_epoch, lr, cbs=L(ParamScheduler(paper_schedule(lr, beta1))) + L(cbs), start_epoch=start_epoch)
     def show_results(self, ds_idx: int = 1, max_n: int = 3, figsize=None, **kwargs):
         "Show partial scan | completion | target | blurred target for a validation (or training) batch."
-        dl = self.dls[ds_idx] if len(self.dls[ds_idx].dataset) else self.dls.train
-        x, y = dl.one_batch()
-        gen = self.generator; was = gen.training; gen.eval()
-        with torch.inference_mode(): pred = gen(x)
-        gen.train(was)
+        x, y, pred = self.sample_predictions(ds_idx)
         return show_partial_scan_batch(x, y, pred.clamp(0, 1), max_n=max_n, figsize=figsize)
     def extra_training_state(self) -> dict: return {'stage': self.stage}
     def load_training_state(self, path, restore_rng: bool = True) -> int:
