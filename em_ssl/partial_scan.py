@@ -424,7 +424,10 @@ def train_completion(images,                 # micrograph folder(s) or file(s): 
     elif out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"'{out}' already exists and is not empty; pass overwrite=True (--overwrite) to replace its "
                               f"results or resume=True (--resume) to continue its run")
-    model, init_desc, fresh = _init_model(init, size)
+    if resume:   # the saved run's own model (its weights come with load_training_state), whatever `init` says
+        mc = load_checkpoint(state, 'training_state')['model']
+        model, init_desc, fresh = build_model(mc['name'], **mc['config']), None, False
+    else: model, init_desc, fresh = _init_model(init, size)
     if threads: torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True); set_seed(seed)
     train_r, valid_r = split_by_file(list_images(files), holdout, seed, min_size=crop)

@@ -184,12 +184,12 @@ def test_weights_that_do_not_fit(tmp_path, unet, name, config, problem):
 
 # ------------------------------------------------------------------ names
 def test_resolve_names(ckfile):
-    assert resolve_checkpoint('default', 'completion') == WEIGHTS_DIR / 'partial_scan_small.pth'
+    assert resolve_checkpoint('default', 'completion') == WEIGHTS_DIR / 'completion_small.pth'
     assert resolve_checkpoint('default', 'pretrained') == WEIGHTS_DIR / 'ssl_unet_small.pth'
     assert resolve_checkpoint('ssl_unet_small.pth') == resolve_checkpoint('ssl_unet_small')
     assert resolve_checkpoint(str(ckfile)) == ckfile
     with pytest.raises(CheckpointError, match='give the kind'): resolve_checkpoint('default')
-    with pytest.raises(FileNotFoundError, match='partial_scan_small, ssl_unet_small'): resolve_checkpoint('nope')
+    with pytest.raises(FileNotFoundError, match='completion_small, partial_scan_small, ssl_unet_small'): resolve_checkpoint('nope')
 
 
 # ------------------------------------------------------------------ legacy formats
@@ -222,11 +222,11 @@ def test_legacy_completion_plain_generator(tmp_path):
 
 
 # ------------------------------------------------------------------ bundled weights
-@pytest.mark.parametrize('name', list(BUNDLED))
+@pytest.mark.parametrize('name', ['partial_scan_small', 'ssl_unet_small'])   # the two converted from legacy formats
 def test_bundled_weights_are_converted_and_bit_identical(tmp_path, name):
     kind = BUNDLED[name]
     assert torch.load(WEIGHTS_DIR / f'{name}.pth', weights_only=True)['format'] == CHECKPOINT_FORMAT
-    model, new = load_model('default', kind)
+    model, new = load_model(name, kind)
     rec = json.loads((WEIGHTS_DIR / f'{name}.json').read_text())
     conv = rec['conversion']
     assert conv['converted_by'] == 'em_ssl.checkpoint.convert_checkpoint' and conv['weights_bit_identical'] is True
@@ -239,6 +239,14 @@ def test_bundled_weights_are_converted_and_bit_identical(tmp_path, name):
     assert all(torch.equal(old['weights'][k], v) and old['weights'][k].dtype == v.dtype for k, v in new['weights'].items())
     x = torch.rand(1, 2 if kind == 'completion' else 1, 64, 64)
     with torch.no_grad(): assert torch.equal(old_model(x), model(x))
+
+
+def test_default_completion_model_matches_its_record():
+    model, ck = load_model('default', 'completion')
+    rec = json.loads((WEIGHTS_DIR / 'completion_small.json').read_text())
+    assert ck['model']['name'] == 'fill_refiner' and rec['weights_sha256'] == weights_digest(ck['weights'])
+    assert rec['size_bytes'] == (WEIGHTS_DIR / 'completion_small.pth').stat().st_size
+    assert not any('validation_only' in f for f in rec['data']['files'])
 
 
 def test_bundled_critic_rebuilds():

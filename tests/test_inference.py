@@ -92,7 +92,7 @@ def test_bundled_model_loads_and_is_small():
     assert '/work/' not in json.dumps(rec)                                  # no machine-specific paths
     ck = load_checkpoint('default', 'completion')
     assert '/work/' not in json.dumps(ck['provenance'])
-    assert weights_digest(ck['weights']) == rec['conversion']['weights_sha256']
+    assert weights_digest(ck['weights']) == rec['weights_sha256']
     assert rec['size_bytes'] == DEFAULT_WEIGHTS.stat().st_size
 
 
