@@ -4,7 +4,7 @@
 
 # %% ../nbs/18_inference.ipynb #60aaaecb
 from __future__ import annotations
-import json, time
+import json, time, textwrap
 from functools import lru_cache
 from importlib.resources import files as _pkg_files
 from pathlib import Path
@@ -315,9 +315,9 @@ def _demo_figure(images: dict, errors: dict, path: Path, title: str):
         ax.imshow(im, cmap='gray', vmin=0, vmax=1); ax.set_title(name, fontsize=8); ax.axis('off')
     for ax, (name, im) in zip(axs[2], errors.items()):
         shown = ax.imshow(im, cmap='magma', vmin=0, vmax=vmax); ax.set_title(name, fontsize=8); ax.axis('off')
-    fig.colorbar(shown, ax=axs[2].tolist(), shrink=0.8, label='|completion - target| (fraction of the [0, 1] range)')
+    fig.colorbar(shown, ax=axs[2].tolist(), shrink=0.8, label='|error| (fraction of [0, 1])')
     fig.suptitle(title, fontsize=9)
-    fig.text(0.5, 0.002, DEMO_TARGET_NOTE, ha='center', va='bottom', fontsize=7)
+    fig.supxlabel(textwrap.fill(DEMO_TARGET_NOTE, 130), fontsize=7)  # the layout makes room for it
     fig.savefig(path, dpi=110); plt.close(fig)
 
 # %% ../nbs/18_inference.ipynb #5a23679b
