@@ -11,6 +11,8 @@ Resumable: `--resume` continues the run in `--out` (out/last_state.pth, written 
 
 Example (the shipped model):
     nice -n 10 python benchmarks/train_completion.py --out $SCRATCH/completion --minutes 600 --threads 2
+Leave-one-source-out (evaluate it with bench_completion.py --images nanoparticle_boxes/images):
+    nice -n 10 python benchmarks/train_completion.py --out $SCRATCH/loso_np --exclude nanoparticle_boxes --minutes 30
 """
 from __future__ import annotations
 import argparse
@@ -29,11 +31,12 @@ TRAIN_SOURCES = [('haadf_catalysts/tif_data', '*'),            # real HAADF-STEM
 FORBIDDEN = 'validation_only'   # evaluation-only data: never train on it
 
 
-def training_files(data: Path) -> list[Path]:
-    "The training files of `TRAIN_SOURCES` under `data` (sorted); asserts that none is evaluation-only."
+def training_files(data: Path, exclude: list[str] = ()) -> list[Path]:
+    "The training files of `TRAIN_SOURCES` under `data` (sorted), less the sources whose folder starts with one of `exclude`."
     from em_ssl.io import MICROGRAPH_EXTENSIONS
     files = []
     for folder, pattern in TRAIN_SOURCES:
+        if any(folder.startswith(e.rstrip('/')) for e in exclude): continue
         found = [f for d in sorted(data.glob(folder)) for f in sorted(d.glob(pattern))
                  if f.is_file() and f.suffix.lower() in MICROGRAPH_EXTENSIONS]
         if not found: raise FileNotFoundError(f"no training images in {data / folder} ({pattern})")
@@ -56,6 +59,9 @@ def parse_args(argv=None):
     p.add_argument('--holdout', type=float, default=0.1, help='fraction of files held out (sanity table)')
     p.add_argument('--threads', type=int, default=2, help='torch CPU threads')
     p.add_argument('--seed', type=int, default=0, help='random seed')
+    p.add_argument('--exclude', nargs='+', default=[], metavar='SOURCE',
+                   help='leave these sources out (folder prefixes of TRAIN_SOURCES, e.g. nanoparticle_boxes) '
+                        'for a leave-one-source-out model')
     p.add_argument('--resume', action='store_true', help='continue the run in --out')
     p.add_argument('--overwrite', action='store_true', help='replace the results in a non-empty --out')
     return p.parse_args(argv)
@@ -64,8 +70,10 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from em_ssl.partial_scan import train_completion
-    files = training_files(args.data)
-    print(f"{len(files)} training files from {len(TRAIN_SOURCES)} sources under {args.data}", flush=True)
+    files = training_files(args.data, args.exclude)
+    if args.exclude and not all(any(f.startswith(e.rstrip('/')) for f, _ in TRAIN_SOURCES) for e in args.exclude):
+        raise SystemExit(f"--exclude {' '.join(args.exclude)}: not a source folder of TRAIN_SOURCES")
+    print(f"{len(files)} training files under {args.data}" + (f" (left out: {', '.join(args.exclude)})" if args.exclude else ''), flush=True)
     path = train_completion(files, args.out, init='none', minutes=args.minutes, size=args.size, crop=args.crop, bs=args.bs,
                             lr=args.lr, holdout=args.holdout, n_crops=args.n_crops, resume=args.resume,
                             overwrite=args.overwrite, seed=args.seed, threads=args.threads)

@@ -37,7 +37,7 @@ def find_micrographs(paths,               # a folder, a micrograph file, or a li
         found = get_micrograph_files(p, recurse=recurse)
         if not found: raise ValueError(f"no micrographs found in '{p}' (readable extensions: {', '.join(MICROGRAPH_EXTENSIONS)})")
         files += found
-    return sorted(dict.fromkeys(f.resolve() for f in files))
+    return sorted(dict.fromkeys(Path(os.path.abspath(f)) for f in files))   # absolute, symlinks kept (a folder of links works)
 
 # %% ../nbs/07_data.ipynb #dc1e89bc
 class ImageRef(NamedTuple):

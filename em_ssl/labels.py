@@ -4,6 +4,7 @@
 
 # %% ../nbs/20a_labels.ipynb #lab00003
 from __future__ import annotations
+import os
 from functools import partial
 from pathlib import Path
 import numpy as np
@@ -24,11 +25,11 @@ def name_list(names, n: int = 5) -> str:
     names = [str(x) for x in names]; return ', '.join(names[:n]) + (f', ... ({len(names) - n} more)' if len(names) > n else '')
 
 def _keyed(folder: Path, files) -> dict[str, Path]:
-    out, root = {}, folder.resolve()
+    out, root = {}, Path(os.path.abspath(folder))   # not resolve(): the files may be symlinks into another folder
     for f in files:
-        key = Path(f).resolve().relative_to(root).with_suffix('').as_posix()
+        key = Path(os.path.abspath(f)).relative_to(root).with_suffix('').as_posix()
         if key in out: raise ValueError(f"two files in {folder} share the name {key!r}: {out[key].name} and {Path(f).name}")
-        out[key] = Path(f).resolve()
+        out[key] = Path(os.path.abspath(f))
     return out
 
 def _files_by_key(folder, exts=None) -> dict[str, Path]:

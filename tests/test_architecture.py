@@ -21,12 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "em_ssl"
 PKG_NAME = "em_ssl"
 EXEMPT = {"__init__", "_modidx"}
-LAYERS = {"cli": 1,
-          "inference": 2, "finetune": 2, "pretrain": 2, "partial_scan": 2,
+LAYERS = {"cli": 1, "cli_scan": 1,
+          "inference": 2, "finetune": 2, "pretrain": 2, "partial_scan": 2, "points": 2, "adaptive": 2,
           "gan": 3, "training": 3, "alrc": 3, "replay": 3, "corruption": 3,
           "data": 4, "models": 4, "checkpoint": 4, "tiling": 4, "labels": 4,
           "layers": 5,
-          "io": 6, "scans": 6, "scan_demo": 6, "synthetic": 6, "metrics": 6, "fill": 6}
+          "io": 6, "scans": 6, "scan_paths": 6, "scan_demo": 6, "synthetic": 6, "metrics": 6, "fill": 6}
 TRAINING_MODULES = {"partial_scan", "pretrain", "finetune", "gan", "training"}
 MAX_LINES = 500
 

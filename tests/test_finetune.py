@@ -86,6 +86,17 @@ def test_bad_checkpoint(tmp_path):
         finetune_model('segment', pretrained=tmp_path / 'x.pth')
 
 
+def test_folders_of_symlinks(data, tmp_path):
+    "A labelled subset made of links into a bigger dataset (a common way to pick 10 of 150 images) pairs by link name."
+    for k in ('images', 'masks'):
+        (tmp_path / k).mkdir()
+        for f in sorted((data['np'] / k).iterdir())[:2]: (tmp_path / k / f.name).symlink_to(f)
+    pairs = match_files(tmp_path / 'images', tmp_path / 'masks')
+    links = {k: sorted(f.name for f in (tmp_path / k).iterdir()) for k in ('images', 'masks')}
+    assert [(a.name, b.name) for a, b in pairs] == list(zip(links['images'], links['masks']))
+    assert all(a.parent == tmp_path / 'images' for a, _ in pairs)
+
+
 def test_match_files_errors(data, tmp_path):
     (tmp_path / 'empty').mkdir()
     with pytest.raises(ValueError, match='no micrographs found'):
