@@ -380,7 +380,7 @@ def predict_files(ckpt: str | Path,              # fine-tuned checkpoint (`model
 # %% ../nbs/20_finetune.ipynb #c7d8e9f0
 STATE_FILE = 'last_state.pth'   # training state of an unfinished `finetune_folders` run, in `out`
 _RESUME_SAME = ('task', 'pretrained', 'arch', 'epochs', 'seed', 'crop', 'bs', 'n_classes', 'lr', 'valid_pct', 'radius',
-                'freeze_epochs', 'epoch_size')   # options a resumed run must share with the interrupted one
+                'freeze_epochs', 'epoch_size', 'lr_mult')   # options a resumed run must share with the interrupted one
 _INT_MIN = {'epochs': 1, 'bs': 1, 'crop': 16, 'n_classes': 2, 'seed': 0, 'freeze_epochs': 0, 'epoch_size': 1}
 _OPTIONAL = ('freeze_epochs', 'epoch_size', 'max_minutes')   # None allowed
 def _check_numbers(**kw):
@@ -389,7 +389,7 @@ def _check_numbers(**kw):
         if v is None and k in _OPTIONAL: continue
         num = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
         if k in _INT_MIN and not (num and float(v).is_integer() and v >= _INT_MIN[k]): raise ValueError(f"{k} must be an int >= {_INT_MIN[k]}, got {v!r}")
-        if k in ('radius', 'max_minutes') and not (num and v > 0): raise ValueError(f"{k} must be a number > 0, got {v!r}")
+        if k in ('radius', 'max_minutes', 'lr_mult') and not (num and v > 0): raise ValueError(f"{k} must be a number > 0, got {v!r}")
         if k == 'valid_pct' and not (num and 0 <= v < 1): raise ValueError(f"valid_pct must be in [0, 1), got {v!r}")
 
 def parse_lr(lr) -> float | str:
@@ -426,11 +426,12 @@ def finetune_folders(task: str,                      # downstream task: segment,
                      radius: float = 3.0,            # radius in pixels of the disk drawn at each coordinate of CSV targets (segment)
                      freeze_epochs: int | None = None, # epochs training only the head on the frozen pretrained body first (None: 1 if pretrained, else 0)
                      epoch_size: int | None = None,  # random crops per training epoch (None: the images' tiles, at least 128)
+                     lr_mult: float = 1.0,           # discriminative learning rates once unfrozen: the body gets lr / lr_mult, the new head lr (1: one rate)
                      max_minutes: float | None = None, # stop after this many minutes, saving the state for resume (None: no limit)
                     ) -> Path:
     "Fine-tune on `images`/`targets` folders; writes `out/model.pth` (a `finetuned` checkpoint), `out/metrics.csv`, `out/predictions.png`."
     task, lr = check_task(task), parse_lr(lr)
-    _check_numbers(**{k: v for k, v in locals().items() if k in (*_INT_MIN, 'radius', 'max_minutes', 'valid_pct')})
+    _check_numbers(**{k: v for k, v in locals().items() if k in (*_INT_MIN, 'radius', 'max_minutes', 'valid_pct', 'lr_mult')})
     if overwrite and resume: raise ValueError("pass either overwrite=True (start afresh) or resume=True (continue), not both")
     out = Path(out); state, csv = out/STATE_FILE, out/'metrics.csv'
     if out.exists() and not out.is_dir(): raise FileExistsError(f"{out} exists and is not a folder")
@@ -464,7 +465,7 @@ def finetune_folders(task: str,                      # downstream task: segment,
           f"{len(dls.train)} steps of {bs}, {n_fr} + {epochs} epochs = {len(dls.train) * (n_fr + epochs)} steps"
           + (f"; resuming after epoch {start}" if resume else ''), flush=True)
     if lr == 'find' and not resume: learn.lr = learn.settings['lr_found'] = find_lr(learn)
-    try: learn.fine_tune(epochs, freeze_epochs=freeze_epochs, start_epoch=start)
+    try: learn.fine_tune(epochs, freeze_epochs=freeze_epochs, lr_mult=lr_mult, start_epoch=start)
     except BaseException:
         if not state.exists():   # failed before the first saved epoch: leave nothing behind
             csv.unlink(missing_ok=True)

@@ -386,7 +386,8 @@ def _check_train_args(out, init, minutes, epochs, scan, coverage, noise, size, c
     return Path(out)
 
 def _log_epoch(learn, epoch: int):
-    "Append the trained epoch's recorder values to `learn.path/metrics.csv` (header first)."
+    "Append the trained epoch's recorder values to `learn.path/metrics.csv` (header first); not an epoch cut short by the budget."
+    if getattr(getattr(learn, 'training_checkpoint', None), 'stopped', False): return
     f, names = Path(learn.path) / 'metrics.csv', list(learn.recorder.metric_names)
     vals = [epoch] + [f"{float(v):.6g}" if isinstance(v, (float, int, np.floating, Tensor)) else v for v in learn.recorder.log[1:]]
     with open(f, 'a') as fh: fh.write(('' if f.exists() and f.stat().st_size else ','.join(names) + '\n') + ','.join(map(str, vals)) + '\n')
@@ -477,8 +478,8 @@ def train_completion(images,                 # micrograph folder(s) or file(s): 
     budget = None if minutes is None else max(0.05, minutes - (time.time() - t0) / 60)
     learn.fit_paper(plan['epochs'], lr=lr, start_epoch=start, cbs=[TrainingCheckpoint('last_state', max_minutes=budget, on_save=_log_epoch)])
     after = evaluate_completion(eval_imgs, gen := learn.generator.eval(), **ev) if eval_imgs else []
-    names, log = learn.recorder.metric_names[1:-1], learn.recorder.log[1:-1]
-    metrics = {n: (float(v) if v is not None else None) for n, v in zip(names, log)}
+    rows = [l.split(',') for l in (out / 'metrics.csv').read_text().splitlines()] if (out / 'metrics.csv').exists() else []
+    metrics = {k: float(v) for k, v in zip(rows[0], rows[-1]) if k not in ('epoch', 'time') and v} if len(rows) > 1 else {}
     tables = {k: completion_table(summarize_completion(r)) if r else '(no held-out images)' for k, r in (('before', plan['before']), ('after', after))}
     report = (f"# train_completion report\n\nInit: {plan['init']}. Epochs: {plan['epochs']} of {plan['steps_per_epoch']} steps "
               f"(bs {bs}, crop {crop}). Training files: {len(files) - len(held)}; held out: {len(held)} "

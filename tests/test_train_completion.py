@@ -27,7 +27,12 @@ def test_budget_stop_and_resume(data, tmp_path, capsys):
     model, ck = load_model(mp, 'completion')
     assert ck['model']['name'] == 'fill_refiner'
     assert (out / 'report.md').read_text().startswith('# train_completion report')
-    assert len((out / 'metrics.csv').read_text().strip().splitlines()) == 41   # header + one row per epoch
+    rows = [l.split(',') for l in (out / 'metrics.csv').read_text().strip().splitlines()]
+    assert all(len(r) == len(rows[0]) for r in rows)             # no ragged row from an epoch cut short by the budget
+    epochs = [int(r[0]) for r in rows[1:]]
+    assert epochs == sorted(set(epochs)) and epochs[-1] == 40 and len(epochs) >= 39   # at most the cut epoch is missing
+    metrics = load_checkpoint(mp, 'completion')['provenance']['metrics']
+    assert set(metrics) == set(rows[0]) - {'epoch', 'time'}     # the record's last-epoch metrics, each under its own name
 
 def test_init_from_checkpoint_and_default(data, tmp_path, capsys):
     a = train_completion(data, tmp_path / 'a', init='none', minutes=None, epochs=1, **KW)
