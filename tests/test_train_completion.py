@@ -55,3 +55,27 @@ def test_refusals(data, tmp_path):
         with pytest.raises(ValueError, match=msg): train_completion(data, tmp_path / 'new', init='none', **bad)
     assert not (tmp_path / 'new').exists()                 # inputs are checked before anything is written
     with pytest.raises(FileNotFoundError): train_completion(tmp_path / 'missing', tmp_path / 'new', init='none')
+
+
+def test_stage2_adversarial_training_of_a_fill_refiner(tmp_path):
+    "The paper's stage 2 (multi-scale critic, ALRC-free ratio loss + adversarial term, replay) runs on a FillRefiner."
+    import numpy as np
+    from fastai.data.core import DataLoaders
+    from fastai.torch_core import TensorImage
+    from em_ssl.data import PartialScanTransform
+    from em_ssl.synthetic import lattice_image
+    from em_ssl.models.partial_scan import PartialScanConfig, FillRefiner
+    from em_ssl.partial_scan import partial_scan_learner
+    imgs = torch.stack([torch.from_numpy(lattice_image(64, seed=i))[None] for i in range(4)])
+    x, y = PartialScanTransform(kinds=('spiral',), coverage=0.1, seed=0)((TensorImage(imgs),))
+    items = [(x[i], y[i]) for i in range(4)]
+    dls = DataLoaders.from_dsets(items, items[:2], bs=2, shuffle=False, device='cpu')
+    s1 = partial_scan_learner(dls, PartialScanConfig.tiny(), model='fill_refiner', path=tmp_path, seed=0)
+    with s1.no_bar(), s1.no_logging(): s1.fit_paper(1, lr=1e-3)
+    gen = s1.generator
+    before = {k: v.clone() for k, v in gen.state_dict().items()}
+    s2 = partial_scan_learner(dls, PartialScanConfig.tiny(), stage=2, generator=gen, path=tmp_path, seed=0, replay_size=3)
+    with s2.no_bar(), s2.no_logging(): s2.fit_paper(1, lr=1e-3)
+    assert isinstance(s2.generator, FillRefiner)
+    assert np.isfinite(s2.critic_step.epoch_means()['d_loss'])
+    assert any(not torch.equal(before[k], v) for k, v in s2.generator.state_dict().items())
