@@ -158,12 +158,14 @@ def gaussian_blur(x: Tensor,
                   sigma: float = PAPER_TARGET_BLUR_SIGMA, # standard deviation in pixels
                   normalized: bool = True,               # False: any positive multiple of the blur will do (faster on CPU)
                  ) -> Tensor:
-    "Depthwise Gaussian blur of `[B,C,H,W]` (or `[H,W]`/`[C,H,W]`, same shape returned) with reflect padding."
+    """Depthwise Gaussian blur of `[B,C,H,W]` (or `[H,W]`/`[C,H,W]`, same shape returned) with reflect padding
+    (edge-replicate padding for images too thin to reflect: `size // 2` pixels or fewer on a side)."""
     shape = x.shape
     xb = _as_bchw(x, 'x')
     r = (size - 1) // 2
-    if min(xb.shape[-2:]) <= r:
-        raise ValueError(f"reflect padding needs images larger than {r} pixels per side, got {tuple(xb.shape[-2:])}")
+    if min(xb.shape[-2:]) <= r:   # e.g. a 2-pixel-high strip: reflect padding is undefined there
+        k = gaussian_kernel1d(size, sigma, device=xb.device, dtype=xb.dtype)
+        return _sep_filter(xb, k, padding_mode='replicate').reshape(shape)
     f = _kernel_factors(size, sigma) if size == 5 and xb.device.type == 'cpu' else None
     if f is not None and not (xb.requires_grad and torch.is_grad_enabled()):   # CPU fast path
         out = _blur_factored(xb.contiguous(), f[0], f[1])

@@ -385,3 +385,18 @@ def test_simulate_constant_image_uses_minmax_middle():
     const = np.full((32, 32), 3.0)
     p, m = simulate_partial_scan(const, "raster", 0.1, noise="dwell", seed=0)
     assert set(np.unique(p[m > 0])) == {3.0}
+
+
+def test_thin_images_blur_and_scan():
+    "A 2-pixel-high strip (too thin to reflect-pad for the 5x5 blur) is blurred with edge padding and can be scanned."
+    from em_ssl.scans import simulate_partial_scan
+    x = torch.rand(1, 1, 2, 50)
+    y = gaussian_blur(x)
+    assert y.shape == x.shape and torch.isfinite(y).all() and y.std() < x.std()   # smoothed
+    const = torch.full((2, 50), 0.3)
+    assert torch.allclose(gaussian_blur(const), const)                           # a blur keeps a constant image
+    img = np.random.default_rng(0).random((2, 300))
+    for kind in SCAN_TYPES:
+        for noise in ('dwell', 'poisson', 'none'):
+            p, m = simulate_partial_scan(img, kind, 0.05, noise=noise, seed=0)
+            assert p.shape == m.shape == (2, 300) and m.max() > 0
