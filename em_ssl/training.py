@@ -242,6 +242,8 @@ class ProgressLines(Callback):
         self.trained = False
         names = list(self.recorder.metric_names)
         vals = list(log)
+        if getattr(self.recorder, 'cancel_train', False) and len(vals) < len(names):   # training cut short (e.g. a time
+            vals.insert(1, '-')                                                          # budget): fastai logs no train loss
         parts = [f"epoch {int(vals[0]) + 1}/{self.n_epoch}"]
         parts += [f"{n} {_fmt(v)}" for n, v in zip(names[1:], vals[1:])]
         print('  '.join(parts), file=self.file or sys.stdout, flush=True)
