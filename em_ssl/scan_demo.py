@@ -5,15 +5,17 @@
 # %% ../nbs/01a_scan_demo.ipynb #b3194f3d
 from __future__ import annotations
 import base64, json
+from html import escape
 from io import BytesIO
 import numpy as np
 from scipy import ndimage
 from .io import check_image, normalize
 from .scans import (SCAN_TYPES, NOISE_TYPES, DEFAULT_DOSE, simulate_partial_scan, nn_infill, scan_mask,
-                          mask_coverage)
+                          mask_coverage, dose_fraction)
 
 # %% auto #0
-__all__ = ['scan_explorer', 'scan_demo_html']
+__all__ = ['DEMO_KINDS', 'DEMO_COVERAGES', 'DEMO_NOISES', 'ERROR_VMAX', 'scan_explorer', 'scan_demo_html', 'coverage_text',
+           'dose_time_text', 'demo_frames', 'completion_demo_html', 'completion_explorer']
 
 # %% ../nbs/01a_scan_demo.ipynb #8de63e61
 def _to_png(a: np.ndarray) -> bytes:
@@ -98,3 +100,158 @@ def scan_demo_html(img, kinds=SCAN_TYPES, coverages=(1/10, 1/20, 1/40, 1/70, 1/1
             f'<img class="em-ssl-frame" style="image-rendering:pixelated;width:{3*(2*a01.shape[1]+2)//1}px" alt="partial scan frame">'
             f'<script type="application/json" class="em-ssl-data">{data}</script>'
             f'<script>{_DEMO_JS}</script></div>')
+
+# %% ../nbs/01a_scan_demo.ipynb #c0a10002
+DEMO_KINDS = ("spiral", "grid", "random")   # the paper's three scan families (Ede & Beanland 2020, sec. 2.1)
+DEMO_COVERAGES = (1/10, 1/20, 1/40, 1/100)  # the paper's coverage range, 1/10 ... 1/100 (Ede & Beanland 2020, sec. 2.1)
+DEMO_NOISES = {"none": None, "Poisson 100 e/px": 100.0, "Poisson 20 e/px": 20.0}  # label -> electrons/px at full dwell (our choice)
+ERROR_VMAX = 0.5  # the error maps' colour scale: 0 (black) to half the image's [0, 1] range (bright), the same for every frame
+
+# %% ../nbs/01a_scan_demo.ipynb #c0a10003
+def coverage_text(coverage: float, # a sampled fraction in (0, 1]
+                 ) -> str:
+    "`1/20` for 0.05; three significant digits for a coverage that is not one over a whole number."
+    inv = 1 / coverage
+    return f"1/{inv:.0f}" if abs(inv - round(inv)) < 1e-6 else f"{coverage:.3g}"
+
+# %% ../nbs/01a_scan_demo.ipynb #c0a10005
+def dose_time_text(mask,           # a path/dwell map: > 0 where the beam went, its value the relative dwell time
+                   coverage: float, # the requested coverage, for the label
+                  ) -> str:
+    "What a scan with dwell map `mask` saves, e.g. `1/20 coverage: 20x less dose, 5.0 % of the full-scan time`."
+    f = dose_fraction(mask)
+    if not f > 0: raise ValueError("the mask samples no pixel: nothing was scanned")
+    return f"{coverage_text(coverage)} coverage: {1 / f:.0f}x less dose, {100 * f:.1f} % of the full-scan time"
+
+# %% ../nbs/01a_scan_demo.ipynb #c0a10007
+def _rms(a, b) -> float: return float(100 * np.sqrt(np.mean((np.asarray(a, np.float64) - b) ** 2)))
+
+def demo_frames(img,               # the micrograph (2-D, any intensity unit): normalised to [0, 1] first
+                complete_fn,       # `(partial, mask) -> completed image`, e.g. em_ssl.inference.complete
+                kinds=DEMO_KINDS,  # scan kinds (em_ssl.scans.SCAN_TYPES)
+                coverages=DEMO_COVERAGES, # sampled fractions
+                noises: dict = DEMO_NOISES, # {label: electrons per pixel at full dwell (Poisson), or None: no noise}
+                seed: int = 0,     # seed of the scan paths and of the noise
+               ) -> dict:
+    """{(kind, coverage, noise label): frame} for every setting; a frame holds the partial scan, its mask, the completion,
+    |completion - original|, the RMS % of the completion, of nearest-neighbour infill and of a flat image, and the dose."""
+    a01 = normalize(img)
+    bad = [k for k in kinds if k not in SCAN_TYPES]
+    if bad: raise ValueError(f"unknown scan kind {bad[0]!r}; choose from {SCAN_TYPES}")
+    frames, flat = {}, _rms(np.full_like(a01, a01.mean()), a01)
+    for kind in kinds:
+        for cov in coverages:
+            for label, dose in noises.items():
+                kw = dict(noise="none") if dose is None else dict(noise="poisson", dose=dose)
+                partial, mask = simulate_partial_scan(a01, kind, cov, seed=seed, **kw)
+                completed = np.clip(np.asarray(complete_fn(partial, mask), np.float32), 0, 1)
+                frames[kind, cov, label] = dict(
+                    partial=partial, mask=mask, completed=completed, error=np.abs(completed - a01),
+                    rms=_rms(completed, a01), rms_nearest=_rms(nn_infill(partial, mask), a01), rms_flat=flat,
+                    dose_fraction=dose_fraction(mask), dose_text=dose_time_text(mask, cov))
+    return frames
+
+# %% ../nbs/01a_scan_demo.ipynb #c0a10009
+def _encode(a: np.ndarray, fmt: str = "PNG", quality: int = 85) -> str:
+    "Base64 of an 8-bit PNG or JPEG of `a`: 2-D in [0, 1] (grey) or (H, W, 3) in [0, 1] (colour)."
+    from PIL import Image
+    buf = BytesIO()
+    im = Image.fromarray((np.clip(np.nan_to_num(np.asarray(a, np.float64)), 0, 1) * 255).round().astype(np.uint8))
+    im.save(buf, format=fmt, **(dict(quality=quality) if fmt == "JPEG" else dict(optimize=True)))
+    return base64.b64encode(buf.getvalue()).decode()
+
+def _error_rgb(err: np.ndarray, vmax: float) -> np.ndarray:
+    "An |error| map in colour: matplotlib's magma, 0 black ... `vmax` and above bright yellow."
+    from matplotlib import colormaps
+    return colormaps["magma"](np.clip(err / vmax, 0, 1))[..., :3]
+
+def _frame_text(kind: str, coverage: float, noise: str, f: dict) -> str:
+    return (f"{kind} scan, {coverage_text(coverage)} coverage, noise: {noise}. RMS error {f['rms']:.1f} % of the image's range "
+            f"(nearest-neighbour infill {f['rms_nearest']:.1f} %, a flat grey image {f['rms_flat']:.1f} %).")
+
+def _settings(frames: dict) -> tuple[list, list, list]:
+    "The kinds, coverages (high to low) and noise labels of `frames`, in order."
+    return (list(dict.fromkeys(k for k, _, _ in frames)), sorted({c for _, c, _ in frames}, reverse=True),
+            list(dict.fromkeys(n for _, _, n in frames)))
+
+def _encoded_frames(frames: dict, vmax: float) -> dict:
+    "{'kind|coverage index|noise label': base64 images (partial PNG, completion and error JPEG) and the two texts}."
+    covs = _settings(frames)[1]
+    return {f"{k}|{covs.index(c)}|{n}": dict(partial=_encode(f['partial'] / max(float(f['partial'].max()), 1e-12)),
+                                              completed=_encode(f['completed'], "JPEG"),
+                                              error=_encode(_error_rgb(f['error'], vmax), "JPEG", 80),
+                                              dose=f['dose_text'], text=_frame_text(k, c, n, f))
+            for (k, c, n), f in frames.items()}
+
+# %% ../nbs/01a_scan_demo.ipynb #c0a1000b
+_COMPLETION_JS = """(function(){
+var root=document.currentScript?document.currentScript.parentElement:document.getElementById('em-ssl-completion-demo');
+var d=JSON.parse(root.querySelector('script.em-ssl-data').textContent);
+var q=function(s){return root.querySelector(s);};
+var scan=q('select.em-ssl-scan'),cov=q('select.em-ssl-coverage'),noise=q('select.em-ssl-noise');
+function upd(){var f=d.frames[scan.value+'|'+cov.value+'|'+noise.value];
+ q('img.em-ssl-partial').src='data:image/png;base64,'+f.partial;
+ q('img.em-ssl-completed').src='data:image/jpeg;base64,'+f.completed;
+ q('img.em-ssl-error').src='data:image/jpeg;base64,'+f.error;
+ q('.em-ssl-dose').textContent=f.dose; q('.em-ssl-label').textContent=f.text;}
+[scan,cov,noise].forEach(function(s){s.addEventListener('change',upd);s.addEventListener('input',upd);});upd();})();"""
+
+def _select(cls: str, options: list, value: str) -> str:
+    return (f'<select class="{cls}">' + "".join(f'<option value="{escape(v)}"{" selected" if v == value else ""}>'
+                                                 f'{escape(t)}</option>' for v, t in options) + "</select>")
+
+def _panel(cls: str, src: str, caption: str, width: int) -> str:
+    return (f'<figure style="margin:0 6px 4px 0;display:inline-block;vertical-align:top"><img class="{cls}" src="{src}" '
+            f'width="{width}" height="{width}" alt="{cls[7:]}"><figcaption style="width:{width}px">{caption}</figcaption></figure>')
+
+def completion_demo_html(img,           # the micrograph the frames were made from (shown as the original)
+                         frames: dict,  # what `demo_frames` returns
+                         vmax: float = ERROR_VMAX, # |error| at the top of the colour scale, as a fraction of the [0, 1] range
+                         width: int = 256, # displayed side of each panel, in CSS pixels
+                        ) -> str:
+    "Self-contained HTML (embedded images, a few lines of JavaScript) that shows `frames` by scan, coverage and noise."
+    if not frames: raise ValueError("no frames: make them with demo_frames(img, complete)")
+    enc, (kinds, covs, noises) = _encoded_frames(frames, vmax), _settings(frames)
+    k0, c0, n0 = kinds[0], str(covs.index(min(covs, key=lambda c: abs(c - 1/20)))), noises[0]   # start at 1/20
+    f0 = enc[f"{k0}|{c0}|{n0}"]
+    controls = (f'<label>scan {_select("em-ssl-scan", [(k, k) for k in kinds], k0)}</label> '
+                f'<label>coverage {_select("em-ssl-coverage", [(str(i), coverage_text(c)) for i, c in enumerate(covs)], c0)}</label> '
+                f'<label>noise {_select("em-ssl-noise", [(n, n) for n in noises], n0)}</label>')
+    bar = _encode(_error_rgb(np.tile(np.linspace(0, vmax, width), (8, 1)), vmax))
+    scale = (f'|completion &minus; original|<br><img src="data:image/png;base64,{bar}" width="{width}" height="8" '
+             f'alt="colour scale"><br>0<span style="float:right">{100 * vmax:.0f} % of the range</span>')
+    return (f'<div id="em-ssl-completion-demo" style="font-family:sans-serif;font-size:13px">'
+            f'<div class="em-ssl-controls">{controls}</div>'
+            f'<p class="em-ssl-dose" style="font-weight:bold;margin:6px 0 2px">{escape(f0["dose"])}</p>'
+            f'<p class="em-ssl-label" style="margin:0 0 6px">{escape(f0["text"])}</p><div>'
+            + _panel("em-ssl-original", "data:image/png;base64," + _encode(normalize(img)), "original micrograph", width)
+            + _panel("em-ssl-partial", "data:image/png;base64," + f0["partial"], "partial scan: what the microscope records", width)
+            + _panel("em-ssl-completed", "data:image/jpeg;base64," + f0["completed"], "completion by the model", width)
+            + _panel("em-ssl-error", "data:image/jpeg;base64," + f0["error"], scale, width)
+            + f'</div><script type="application/json" class="em-ssl-data">{json.dumps(dict(frames=enc))}</script>'
+            f'<script>{_COMPLETION_JS}</script></div>')
+
+# %% ../nbs/01a_scan_demo.ipynb #c0a1000d
+def completion_explorer(img,          # the micrograph the frames were made from
+                        frames: dict, # what `demo_frames` returns
+                        vmax: float = ERROR_VMAX, # |error| at the top of the colour scale
+                       ):
+    "The ipywidgets version of `completion_demo_html`, for Jupyter: scan, coverage and noise selectors over `frames`."
+    import ipywidgets as W
+    enc, (kinds, covs, noises) = _encoded_frames(frames, vmax), _settings(frames)
+    w_scan = W.Dropdown(options=kinds, description='scan')
+    w_cov = W.Dropdown(options=[(coverage_text(c), i) for i, c in enumerate(covs)], description='coverage',
+                       value=covs.index(min(covs, key=lambda c: abs(c - 1/20))))
+    w_noise = W.Dropdown(options=noises, description='noise')
+    dose, label = W.HTML(), W.HTML()
+    panels = [W.Image(value=base64.b64decode(_encode(normalize(img))), format='png', width=256)] + \
+             [W.Image(format=fmt, width=256) for fmt in ('png', 'jpeg', 'jpeg')]
+    def update(*_):
+        f = enc[f"{w_scan.value}|{w_cov.value}|{w_noise.value}"]
+        for w, key in zip(panels[1:], ('partial', 'completed', 'error')): w.value = base64.b64decode(f[key])
+        dose.value, label.value = f"<b>{escape(f['dose'])}</b>", escape(f['text'])
+    for w in (w_scan, w_cov, w_noise): w.observe(update, names='value')
+    update()
+    captions = ('original', 'partial scan', 'completion', f'|error|, 0 to {100 * vmax:.0f} % of the range')
+    return W.VBox([W.HBox([w_scan, w_cov, w_noise]), dose, label,
+                   W.HBox([W.VBox([p, W.Label(c)]) for p, c in zip(panels, captions)])])

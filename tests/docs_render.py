@@ -8,6 +8,7 @@ Users with Quarto installed run `nbdev-docs` instead. Usage: `python tests/docs_
 from __future__ import annotations
 
 import html
+import posixpath
 import re
 import shutil
 import subprocess
@@ -137,9 +138,10 @@ PAGE_TEMPLATE = """{%- extends 'index.html.j2' -%}
 # Sidebar groups: (title, test on the page's name, e.g. "04_alrc" or "tutorials/x")
 GROUPS = [("Foundations", lambda n: re.match(r"0[0-3][a-z]?_", n)),
           ("Core layer", lambda n: re.match(r"(0[4-9]|1[0-6])[a-z]?_", n)),
-          ("Methods", lambda n: re.match(r"(1[7-9]|20)[a-z]?_", n)),
+          ("Methods", lambda n: re.match(r"(1[7-9]|20|2[2-9])[a-z]?_", n)),
           ("Command line", lambda n: re.match(r"21[a-z]?_", n)),
           ("Tutorials", lambda n: n.startswith("tutorials/")),
+          ("Results", lambda n: n == "results"),
           ("More", lambda n: True)]
 
 
@@ -247,7 +249,7 @@ def _fix_links(body: str, name: str, targets: dict[str, str], ids: dict[str, dic
         url = m.group(1)
         if re.match(r"[a-z]+:|#|//", url): return m.group(0)
         path, _, anchor = url.partition("#")
-        key = path.lstrip("/") if path.startswith("/") else str(Path(name).parent / path).removeprefix("./")
+        key = path.lstrip("/") if path.startswith("/") else posixpath.normpath(posixpath.join(posixpath.dirname(name), path))
         key = re.sub(r"\.ipynb$", ".html", key)
         page = targets.get(key) or targets.get(key.removeprefix("nbs/"))
         if page is None: return m.group(0)
@@ -256,10 +258,42 @@ def _fix_links(body: str, name: str, targets: dict[str, str], ids: dict[str, dic
     return re.sub(r'href="([^"]+)"', local, body)
 
 
+def _copy_images(body: str, name: str, out: Path, missing: list) -> str:
+    """Images a page links relatively to files outside the site (e.g. `../../benchmarks/results/x.png` from
+    nbs/tutorials/x.ipynb) are resolved against the notebook's folder in the project, copied into `out/_assets/` and
+    linked there; a missing one is named in `missing` and left as it is (the broken-link test reports it)."""
+    rel = "../" * name.count("/")
+    src_dir = ROOT / "nbs" / posixpath.dirname(name)
+    def fix(m):
+        url = html.unescape(m.group(2))
+        if re.match(r"[a-z]+:|#|//|/", url) or (out / posixpath.dirname(name) / url).is_file(): return m.group(0)
+        src = (src_dir / url).resolve()
+        if not src.is_relative_to(ROOT): return m.group(0)
+        if not src.is_file():
+            missing.append(f"{name}: {src.relative_to(ROOT)}")
+            return m.group(0)
+        dest = out / "_assets" / src.relative_to(ROOT)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        return f'{m.group(1)}"{rel}_assets/{src.relative_to(ROOT).as_posix()}"'
+    return re.sub(r'(<img\b[^>]*?\ssrc=)"([^"]+)"', fix, body)
+
+
+EXECUTE_AT_BUILD = ("results",)  # pages run afresh at every build: they show files (benchmarks/results) that change
+
+
+def execute_notebook(nb, cwd: Path):
+    "Run `nb` in a fresh python3 kernel in folder `cwd` (nbclient), so its outputs are today's, not those saved."
+    from nbclient import NotebookClient
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+    return nb
+
+
 def render_html(proc: Path, out: Path) -> list[Path]:
     """Render each processed notebook in `proc` (and `proc/tutorials`) to `out/NAME.html` with a chapter sidebar,
     prompts and stored progress bars/warnings left out, math by KaTeX copied into `out/_static`. Error outputs saved
-    in the notebooks are listed in `out/errors.json`, removed progress bars and warnings in `out/stripped.json`."""
+    in the notebooks are listed in `out/errors.json`, removed progress bars and warnings in `out/stripped.json`, linked
+    figures that do not exist in `out/missing_images.json`. The notebooks of `EXECUTE_AT_BUILD` are run afresh first."""
     import json
     import nbformat
     from jinja2 import DictLoader
@@ -275,6 +309,7 @@ def render_html(proc: Path, out: Path) -> list[Path]:
     for nb_path in paths:
         name = nb_path.relative_to(proc).with_suffix("").as_posix()
         nb = nbformat.read(nb_path, as_version=4)
+        if name in EXECUTE_AT_BUILD: execute_notebook(nb, ROOT / "nbs" / posixpath.dirname(name))
         if errs := error_outputs(nb): errors[name] = errs
         if removed := _strip_outputs(nb): stripped[name] = removed
         titles[name] = "Home" if name == "index" else page_title(nb, name)
@@ -290,18 +325,19 @@ def render_html(proc: Path, out: Path) -> list[Path]:
         em = {"rel": "../" * name.count("/"), "sidebar": sidebar_html(titles, name)}
         bodies[name], _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": titles[name]}, "em_ssl": em})
         ids[name] = {i.lower(): i for i in re.findall(r'\sid="([^"]+)"', bodies[name])}
-    repo, pages = repo_settings(), []
+    for images in proc.rglob("images"):
+        if images.is_dir(): shutil.copytree(images, out / images.relative_to(proc), dirs_exist_ok=True)
+    repo, pages, missing = repo_settings(), [], []
     for name, body in bodies.items():
         page = out / f"{name}.html"
         page.parent.mkdir(parents=True, exist_ok=True)
-        page.write_text(_fix_links(body, name, targets, ids, repo), encoding="utf-8")
+        page.write_text(_copy_images(_fix_links(body, name, targets, ids, repo), name, out, missing), encoding="utf-8")
         pages.append(page)
     if "index" not in bodies:
         (out / "index.html").write_text(f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>em_ssl</title>'
                                         f'<link rel="stylesheet" href="_static/styles.css"></head><body class="em-ssl-site">'
                                         f'{sidebar_html(titles, "index")}<main class="em-ssl-main"><h1>em_ssl</h1></main></body></html>')
-    for images in proc.rglob("images"):
-        if images.is_dir(): shutil.copytree(images, out / images.relative_to(proc), dirs_exist_ok=True)
+    (out / "missing_images.json").write_text(json.dumps(missing, indent=1))
     (out / "errors.json").write_text(json.dumps(errors, indent=1))
     (out / "stripped.json").write_text(json.dumps(stripped, indent=1))
     return pages
@@ -323,5 +359,7 @@ elif __name__ == "__main__":
         except FileNotFoundError as e: sys.exit(str(e))
     print(f"wrote {len(pages)} pages to {out}; open {out / 'index.html'}")
     import json
+    if missing := json.loads((out / "missing_images.json").read_text()):
+        print("figures linked but not in the repository: " + "; ".join(missing))
     if stripped := json.loads((out / "stripped.json").read_text()):
         print("left out of the pages, still stored in the notebooks: " + "; ".join(f"{k}: {len(v)} ({', '.join(sorted({x.split(': ')[1] for x in v}))})" for k, v in stripped.items()))

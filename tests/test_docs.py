@@ -25,9 +25,17 @@ def site(tmp_path_factory) -> Path:
     return out
 
 
+def source_notebooks() -> list[str]:
+    "The notebooks of the site, as page names: `04_alrc`, `tutorials/01_partial_scans_of_your_micrograph`, `results`."
+    nbs = ROOT / "nbs"
+    return sorted(p.relative_to(nbs).with_suffix("").as_posix() for p in nbs.rglob("*.ipynb")
+                  if not any(part.startswith((".", "_")) for part in p.relative_to(nbs).parts))
+
+
 def test_every_notebook_has_a_page(site):
-    nbs = {p.stem for p in (Path(__file__).resolve().parents[1] / "nbs").glob("*.ipynb")}
-    pages = {p.stem for p in site.glob("*.html")}
+    nbs = set(source_notebooks())
+    pages = {p.relative_to(site).with_suffix("").as_posix() for p in site.rglob("*.html")}
+    assert {"results", "tutorials/01_partial_scans_of_your_micrograph"} <= nbs
     assert nbs <= pages, f"no page for {sorted(nbs - pages)}"
     errors = json.loads((site / "errors.json").read_text())
     assert not errors, f"pages that show an error output: {errors}"
@@ -85,13 +93,19 @@ def test_pages_open_in_chromium(seen):
 
 
 def test_sidebar_on_every_page(seen):
+    "Every page's sidebar links every chapter, tutorial and the results page, and highlights the page itself."
+    import posixpath
     pages = {k: v for k, v in seen.items() if not k.startswith("__")}
     for name, s in pages.items():
-        if name == "index.html": continue
-        assert s["current"] == [Path(name).name], f"{name}: the sidebar does not highlight it ({s['current']})"
-        assert sum(1 for l in s["links"] if l.endswith(".html")) >= len(pages) - 1, f"{name}: sidebar incomplete"
-    body = seen["04_alrc.html"]["body"]
-    for group in ("Foundations", "Core layer", "Methods", "Command line"): assert group.upper() in body.upper()
+        here = posixpath.dirname(name)
+        current = [posixpath.normpath(posixpath.join(here, h)) for h in s["current"]]
+        if name != "index.html": assert current == [name], f"{name}: the sidebar does not highlight it ({s['current']})"
+        linked = {posixpath.normpath(posixpath.join(here, l)).removesuffix(".html") for l in s["links"] if l.endswith(".html")}
+        missing = set(source_notebooks()) - linked
+        assert not missing, f"{name}: the sidebar does not list {sorted(missing)}"
+    for page in ("04_alrc.html", "tutorials/01_partial_scans_of_your_micrograph.html"):
+        for group in ("Foundations", "Core layer", "Methods", "Command line", "Tutorials", "Results"):
+            assert group.upper() in seen[page]["body"].upper(), f"{page}: no sidebar group {group}"
 
 
 def test_no_broken_local_link_or_asset(site, seen):
@@ -99,6 +113,7 @@ def test_no_broken_local_link_or_asset(site, seen):
     from docs_render import repo_settings
     repo = repo_settings()
     broken, bad_source = [], []
+    pending = {m.split(": ", 1)[1] for m in json.loads((site / "missing_images.json").read_text())}  # test_benchmark_figures_exist
     for name, s in seen.items():
         if name.startswith("__"): continue
         here = (site / name).parent
@@ -108,7 +123,7 @@ def test_no_broken_local_link_or_asset(site, seen):
                 continue
             path, _, anchor = url.partition("#")
             target = (here / path) if path else site / name
-            if not target.is_file(): broken.append(f"{name}: {url}")
+            if not target.is_file() and not any(url.endswith(p.split("/", 1)[-1]) for p in pending): broken.append(f"{name}: {url}")
             elif anchor and target.suffix == ".html" and f'id="{anchor}"' not in target.read_text(encoding="utf-8"):
                 broken.append(f"{name}: {url} (no such anchor)")
         for url in s["sources"]:
@@ -158,3 +173,58 @@ def test_scan_demo_responds_without_kernel(site, browser, tmp_path):
     scan.select_option(other)
     assert frame.get_attribute("src") != src1 and other in label.inner_text().lower(), "changing the scan type changed nothing"
     demo.screenshot(path=str(tmp_path / "scan_demo.png"))
+
+
+def test_benchmark_figures_exist(site):
+    "Pages link figures of benchmarks/results by relative paths: every one exists (the build copies it into the site)."
+    missing = json.loads((site / "missing_images.json").read_text())
+    assert not missing, f"pages link figures that are not in the repository (run the benchmark that makes them): {missing}"
+
+
+def test_tutorial_pages_show_benchmark_figures(site, seen):
+    "The tutorials link figures in ../../benchmarks/results: the site carries copies and the pages show them."
+    tutorials = {k: v for k, v in seen.items() if k.startswith("tutorials/")}
+    assert len(tutorials) >= 4, sorted(tutorials)
+    shown = [a for a in seen["tutorials/01_partial_scans_of_your_micrograph.html"]["assets"] if "benchmarks/results/" in a]
+    assert any(a.endswith("completion_matrix_ws2.png") for a in shown) and any(a.endswith("completion_worst_ws2.png") for a in shown), shown
+    for a in shown: assert (site / "tutorials" / a).resolve().is_file(), a
+
+
+def test_results_page_shows_every_table(site, seen):
+    "The results page is built afresh: it shows a line of every table in benchmarks/results, and their figures."
+    import re
+    body = " ".join(seen["results.html"]["body"].split())
+    for table in sorted((ROOT / "benchmarks" / "results").glob("*.md")):
+        rows = [l for l in table.read_text(encoding="utf-8").splitlines() if l.startswith("|") and not set(l) <= set("|-: ")]
+        if not rows: continue
+        cells = [re.sub(r"[*`]", "", c).strip() for c in rows[1 if len(rows) > 1 else 0].strip("|").split("|")]
+        words = max(cells, key=len)                                    # the most telling cell of the first data row
+        assert words and " ".join(words.split()) in body, f"results page does not show {table.name} ({words!r})"
+    assert "Results" in seen["index.html"]["body"] or "RESULTS" in seen["index.html"]["body"].upper()
+    assert sum(1 for a in seen["results.html"]["assets"] if a.startswith("data:image/png")) >= 3
+
+
+def test_scan_demo_page_completion_demo_responds(site, browser):
+    "The completion demo on the 01a_scan_demo page: every selector changes the frames, the coverage also the stated dose."
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto((site / "01a_scan_demo.html").as_uri())
+    demo = page.locator("#em-ssl-completion-demo")
+    assert demo.count() == 1, "the rendered 01a_scan_demo page has no completion demo"
+    frames = lambda: tuple(demo.locator(f"img.em-ssl-{k}").get_attribute("src") for k in ("partial", "completed", "error"))
+    dose, label = demo.locator(".em-ssl-dose"), demo.locator(".em-ssl-label")
+    assert dose.inner_text().startswith("1/20 coverage: 20x less dose, 5.0 % of the full-scan time")
+    assert all(src.startswith("data:image/") for src in frames())
+    assert demo.locator("img.em-ssl-original").get_attribute("src").startswith("data:image/png")
+    for cls, value, text in (("coverage", "3", "1/100 coverage: 100x less dose, 1.0 % of the full-scan time"),
+                             ("noise", "Poisson 20 e/px", None), ("scan", "random", None)):
+        before, before_label = frames(), label.inner_text()
+        demo.locator(f"select.em-ssl-{cls}").select_option(value)
+        after = frames()
+        assert all(a != b for a, b in zip(after, before)), f"choosing {cls}={value} did not change every frame"
+        assert label.inner_text() != before_label
+        if text: assert dose.inner_text() == text, dose.inner_text()
+    assert "random scan, 1/100 coverage, noise: Poisson 20 e/px" in label.inner_text()
+    assert not errors, errors
+    page.close()
