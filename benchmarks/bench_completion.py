@@ -75,6 +75,9 @@ def parse_args(argv=None):
                    help='noise specs: none, dwell, poisson:DOSE (e/px)')
     p.add_argument('--seed', type=int, default=0, help='seed of the simulated scans')
     p.add_argument('--threads', type=int, default=None, help="torch CPU threads (None: torch's choice)")
+    p.add_argument('--gate', action='store_true',
+                   help="complete(..., gate=True): check the model against its classical base on held-out samples and fall "
+                        "back towards the classical fill where it does not help (em_ssl.inference.gate_weights)")
     p.add_argument('--device', default=None, help='torch device for the model (None: CUDA when available, else CPU)')
     p.add_argument('--out', type=Path, default=ROOT / 'benchmarks' / 'results', help='output folder')
     p.add_argument('--tag', default='', help='file name suffix, e.g. ws2 or loso_haadf (empty: none)')
@@ -368,7 +371,7 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     rows = evaluate_completion(crops, model=model, kinds=tuple(a.kinds), coverages=tuple(a.coverages),
-                               noises=tuple(a.noises), seed=a.seed, device=a.device)
+                               noises=tuple(a.noises), seed=a.seed, device=a.device, gate=a.gate)
     t_eval = time.perf_counter() - t0
     summary = summarize(rows, names)
     tg = targets(summary)
@@ -401,7 +404,7 @@ def main(argv=None):
     res = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
                command=' '.join(['python', 'benchmarks/bench_completion.py'] + (sys.argv[1:] if argv is None else list(argv))),
                model=dict(checkpoint=model_rel, name=ckpt['model']['name'], weights_digest=digest,
-                          provenance_training_entries=len(entries)),
+                          provenance_training_entries=len(entries)), gate=a.gate,
                images=[display_name(f, a.data) for f in files], crops=names, crop=a.crop,
                max_crops_per_image=a.max_crops_per_image, kinds=a.kinds, coverages=a.coverages, noises=a.noises, seed=a.seed,
                metric='RMS % of the [0,1] range against the 5x5 sigma=2.5 blurred clean crop; best classical = better of '
@@ -418,7 +421,10 @@ def main(argv=None):
                        + (" and one downsampled crop" if show else ", no micrograph pixels") + ".") if validation_only else ''
     md = [f"# Completion benchmark on images no model was trained on ({res['date']})", '',
           f"Model `{model_rel}` ({ckpt['model']['name']}, weights sha256 `{digest[:16]}`); its provenance lists "
-          f"{len(entries)} training-data entries, none of them an evaluated file (checked by the script).",
+          f"{len(entries)} training-data entries, none of them an evaluated file (checked by the script). "
+          + ("`complete` checks the model against its classical base on 1/8 of each scan's samples held out and falls back "
+             "towards the classical fill where the model does not help (`em_ssl.inference.gate_weights`)." if a.gate else
+             "`complete`'s default: the model without the held-out check (`--gate` adds it)."),
           f"Images: {len(files)} files ({', '.join(sorted({str(Path(n).parent) for n in res['images']}))}), {len(crops)} "
           f"crops of {a.crop} px (<= {a.max_crops_per_image or 'all'} per image, normalised to [0,1]); scans seeded "
           f"with --seed {a.seed}. {evaluation_only}", '',

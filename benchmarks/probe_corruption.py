@@ -86,7 +86,9 @@ def main(argv=None):
     p.add_argument('--data', type=Path, default=DATA)
     p.add_argument('--emps', type=Path, default=EMPS)
     p.add_argument('--settings', nargs='+', default=list(SETTINGS), choices=list(SETTINGS))
-    p.add_argument('--minutes', type=float, default=5.0, help='pretraining budget per setting')
+    p.add_argument('--minutes', type=float, default=5.0, help='pretraining budget per setting (unless --epochs)')
+    p.add_argument('--epochs', type=int, default=None,
+                   help='equal compute: pretrain every setting to this many epochs (continuing runs already in --work)')
     p.add_argument('--crop', type=int, default=128)
     p.add_argument('--bs', type=int, default=8)
     p.add_argument('--probe-labels', type=int, default=10)
@@ -109,15 +111,19 @@ def main(argv=None):
         rec['results']['random'] = dict(setting=None, **probe(None, lab, val, args.work / 'ft_random', args))
         res_file.write_text(json.dumps(rec, indent=1)); print('random', rec['results']['random'], flush=True)
     for name in args.settings:
-        if name in rec['results']: continue
         run = args.work / f'pretrain_{name}'
+        done = rec['results'].get(name, {}).get('pretrain_epochs')
+        if done is not None and (args.epochs is None or done == args.epochs): continue
         t0 = time.time()
-        ck = pretrain_folder(files, run, epochs=1000, crop=args.crop, bs=args.bs, n_crops=128, seed=0, overwrite=True,
-                             corruption=Corruption(**SETTINGS[name]), max_minutes=args.minutes, critic_kwargs={'ndf': 32},
+        resume = args.epochs is not None and (run / 'last_state.pth').exists()
+        ck = pretrain_folder(files, run, epochs=args.epochs or 1000, crop=args.crop, bs=args.bs, n_crops=128, seed=0,
+                             overwrite=not resume, resume=resume, corruption=Corruption(**SETTINGS[name]),
+                             max_minutes=None if args.epochs else args.minutes, critic_kwargs={'ndf': 32},
                              extra={'command': rec['command'], 'threads': args.threads})
         import pandas as pd
         h = pd.read_csv(run / 'metrics.csv')
-        r = dict(setting=Corruption(**SETTINGS[name]).to_dict(), pretrain_s=round(time.time() - t0, 1), pretrain_epochs=len(h),
+        r = dict(setting=Corruption(**SETTINGS[name]).to_dict(), pretrain_s=round(time.time() - t0, 1) + (rec['results'].get(name, {}).get('pretrain_s', 0) if resume else 0),
+                 pretrain_epochs=len(h),
                  pretext_valid_l1=float(h['l1'].iloc[-1]) if 'l1' in h else None,
                  **probe(ck, lab, val, args.work / f'ft_{name}', args))
         rec['results'][name] = r
@@ -128,7 +134,7 @@ def main(argv=None):
     m = rec['machine']
     md = (f"# Pretext corruption probe\n\nCommand: `{rec['command']}`\n\nMachine: {m['cpu_model']}, {m['cpu_count']} cores, "
           f"threads {args.threads}, commit {m['commit']}, load at start {m['load_average_at_start']}.\n\n"
-          f"Each setting: {args.minutes:g} min of pretraining (unet_2_44, crop {args.crop}, bs {args.bs}) on {len(files)} licensed "
+          f"Each setting: {f'{args.epochs} epochs' if args.epochs else f'{args.minutes:g} min'} of pretraining (unet_2_44, crop {args.crop}, bs {args.bs}) on {len(files)} licensed "
           f"unlabeled files; then fine-tuned on {args.probe_labels} EMPS train images ({args.probe_epochs} epochs, crop 128, "
           f"64 crops/epoch) and scored (Dice) on {args.probe_valid} other EMPS train images (not the test split).\n\n"
           "| setting | corruption | pretraining epochs (128 crops) | probe Dice (mean) | worst image |\n|---|---|---|---|---|\n"

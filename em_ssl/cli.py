@@ -9,12 +9,13 @@ from collections.abc import Sequence
 from importlib import import_module
 from pathlib import Path
 from typing import Literal
+from .cli_scan import SCAN_COMMANDS
 
 # %% auto #0
 __all__ = ['NAMED_TYPES', 'COMMANDS', 'COMMAND_LINE', 'FINETUNE_TASKS', 'nonneg_int', 'pos_int', 'pos_float', 'fraction',
-           'coverage', 'json_dict', 'none_or_str', 'missing_docments', 'add_command', 'command', 'check_outputs',
-           'write_together', 'simulate', 'complete', 'demo', 'info', 'pretrain', 'learning_rate', 'finetune', 'predict',
-           'train_completion', 'build_parser', 'flag_hints', 'main']
+           'nonneg_float', 'coverage', 'shape_hw', 'json_dict', 'none_or_str', 'missing_docments', 'add_command',
+           'command', 'check_outputs', 'write_together', 'simulate', 'complete', 'demo', 'info', 'pretrain',
+           'learning_rate', 'finetune', 'predict', 'train_completion', 'build_parser', 'flag_hints', 'main']
 
 # %% ../nbs/21_cli.ipynb #a8a14f55
 def _number(s, cast, what: str):
@@ -45,6 +46,12 @@ def fraction(s) -> float:
     if not 0 <= v < 1: raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1), got {s}")
     return v
 
+def nonneg_float(s) -> float:
+    "Parse a finite number >= 0 (times that may be zero, e.g. a flyback)."
+    v = _number(s, float, "a number >= 0")
+    if not 0 <= v < float("inf"): raise argparse.ArgumentTypeError(f"must be a number >= 0, got {s}")
+    return v
+
 # %% ../nbs/21_cli.ipynb #4c1e0a02
 def coverage(s) -> float:
     "Parse a coverage in (0, 1], given as a fraction (`0.05`) or a ratio (`1/20`)."
@@ -55,6 +62,14 @@ def coverage(s) -> float:
         raise argparse.ArgumentTypeError(f"coverage must be a number like 0.05 or 1/20, got {s}") from None
     if not 0 < v <= 1: raise argparse.ArgumentTypeError(f"coverage must be in (0, 1], got {s}")
     return v
+
+def shape_hw(s) -> tuple[int, int]:
+    "Parse an image size `HxW` (`512x384`; height first, as numpy shapes) or one number for a square."
+    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX,]\s*(\d+))?\s*", str(s))
+    if not m: raise argparse.ArgumentTypeError(f"must be HxW in pixels, like 512x512, got {s}")
+    h, w = int(m.group(1)), int(m.group(2) or m.group(1))
+    if min(h, w) < 2: raise argparse.ArgumentTypeError(f"must be at least 2x2 pixels, got {s}")
+    return h, w
 
 def json_dict(s) -> dict:
     "Parse a JSON object such as `'{\"base\": 32}'` into a dict."
@@ -71,8 +86,8 @@ def none_or_str(s) -> str | None:
 NAMED_TYPES = dict(seed=nonneg_int, page=nonneg_int, num_workers=nonneg_int, freeze_epochs=nonneg_int,
                    epochs=pos_int, crop=pos_int, bs=pos_int, n_classes=pos_int, n_crops=pos_int,
                    epoch_size=pos_int, tile=pos_int, threads=pos_int, lr=pos_float, dose=pos_float,
-                   radius=pos_float, max_minutes=pos_float, minutes=pos_float, valid_pct=fraction, holdout=fraction,
-                   coverage=coverage)
+                   radius=pos_float, max_minutes=pos_float, minutes=pos_float, lr_mult=pos_float, valid_pct=fraction, holdout=fraction,
+                   coverage=coverage, shape=shape_hw, dwell_us=pos_float, flyback_us=nonneg_float, budget=pos_float)
 
 # %% ../nbs/21_cli.ipynb #0a5d1a01
 def _resolve(f):
@@ -261,17 +276,44 @@ def simulate(micrograph: str, # micrograph to scan: any format em_ssl.io.load_mi
     print(f"wrote {output} and {mask_out} ({scan}, coverage {float((mask > 0).mean()):.4f})")
 
 # %% ../nbs/21_cli.ipynb #c58047d6
-@command(required_options=("mask", "output"), flags={"output": ("-o", "--output")})
-def complete(partial: str, # partial scan: any format em_ssl.io.load_micrograph reads
-             mask: str, # its path/dwell map: > 0 where the beam sampled
-             output: str, # where to write the completed image (float32 TIFF, with the input's pixel size when it has one)
+@command(positional=("partial",), required_options=("output",), flags={"output": ("-o", "--output")})
+def complete(output: str, # where to write the completed image (float32 TIFF, with the input's pixel size when it has one)
+             partial: str | None = None, # partial scan: any format em_ssl.io.load_micrograph reads (omit with --points)
+             mask: str | None = None, # its path/dwell map: > 0 where the beam sampled (required with a partial scan)
+             points: str | None = None, # instead of a partial scan: a CSV of samples, columns y, x (pixels) and value (em_ssl.points.read_points)
+             shape: str | None = None, # with --points: the size of the image to complete, HxW (e.g. 512x512)
              model: str | None = None, # completion checkpoint (unset: the bundled model)
              page: int | None = None, # page/frame of a multi-image partial scan (MRC/TIFF stacks)
-             overwrite: bool = False, # replace an existing output file
+             uncertainty_out: str | None = None, # also write the per-pixel uncertainty, in the completion's units (float32 TIFF; 8 model passes)
+             gate: bool = False, # check the model on 1/8 of the samples held out; fall back towards linear + blur where it does not help (one more pass)
+             overwrite: bool = False, # replace existing output files
             ) -> None:
-    "Complete a partial scan with the bundled or a given model."
-    from em_ssl.inference import complete_file
-    print(f"wrote {complete_file(partial, mask, output, model=model, overwrite=overwrite, page=page)}")
+    "Complete a partial scan, or scattered samples (--points), with the bundled or a given model."
+    if points is not None:
+        if partial is not None or mask is not None: raise ValueError("--points replaces the partial scan and --mask: give one or the other")
+        if shape is None: raise ValueError("--points needs --shape HxW, the size of the image to complete")
+        if uncertainty_out is not None or gate: raise ValueError(f"{'--uncertainty-out' if uncertainty_out else '--gate'} needs a partial scan and --mask, not --points")
+        check_outputs({"--output": output}, inputs={"the samples": points}, overwrite=overwrite)
+        from em_ssl.points import complete_points_file
+        try: return print(f"wrote {complete_points_file(points, shape, output, model=model, overwrite=overwrite)}")
+        except ValueError as e: raise ValueError(f"--points {points} (--shape {shape[0]}x{shape[1]}): {str(e).removeprefix(f'{points}: ')}") from None
+    if partial is None or mask is None: raise ValueError("give a partial scan and --mask MASK, or --points SAMPLES.csv --shape HxW")
+    if shape is not None: raise ValueError("--shape goes with --points: a partial scan has its own size")
+    if uncertainty_out is None:
+        from em_ssl.inference import complete_file
+        return print(f"wrote {complete_file(partial, mask, output, model=model, overwrite=overwrite, page=page, gate=gate)}")
+    from em_ssl.io import load_micrograph, save_tiff
+    from em_ssl.inference import complete as complete_scan
+    outs = {"--output": Path(output), "--uncertainty-out": Path(uncertainty_out)}
+    check_outputs(outs, inputs={"the partial scan": partial, "the mask": mask}, overwrite=overwrite)
+    mg = load_micrograph(partial, page=page)
+    comp, unc = complete_scan(mg.data, load_micrograph(mask).data, model=model, return_uncertainty=True, gate=gate)
+    cal = dict(pixel_size=mg.pixel_size, unit=mg.unit)
+    write_together({outs["--output"]: lambda t: save_tiff(t, comp, overwrite=True, **cal),
+                    outs["--uncertainty-out"]: lambda t: save_tiff(t, unc, overwrite=True, **cal)})
+    print(f"wrote {output} and {uncertainty_out}")
+
+COMMANDS.update(SCAN_COMMANDS)  # em-ssl path and em-ssl plan (em_ssl.cli_scan), listed after complete
 
 # %% ../nbs/21_cli.ipynb #424e80be
 @command()

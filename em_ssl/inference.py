@@ -11,20 +11,23 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+from scipy.ndimage import gaussian_filter
 
 # %% auto #0
 __all__ = ['DATA_DIR', 'DEFAULT_WEIGHTS', 'DEMO_MICROGRAPH', 'MIN_SIZE', 'TILE_SIZE', 'TILE_OVERLAP', 'TILE_MAX', 'BATCH_SIZE',
-           'CPU_BATCH_SIZE', 'NOISE_SPECS', 'METHODS', 'DEMO_TARGET_NOTE', 'demo_micrograph', 'load_completion_model',
-           'default_completion_model', 'check_partial_scan', 'normalise_partial', 'complete_normalised', 'complete',
-           'linear_infill', 'parse_noise', 'evaluate_completion', 'summarize_completion', 'completion_table',
+           'CPU_BATCH_SIZE', 'GATE_HOLDOUT', 'GATE_MIN_HELDOUT', 'UNCERTAINTY_SCALE', 'UNCERTAINTY_Z95',
+           'UNCERTAINTY_WINDOW', 'NOISE_SPECS', 'METHODS', 'DEMO_TARGET_NOTE', 'demo_micrograph',
+           'load_completion_model', 'default_completion_model', 'check_partial_scan', 'normalise_partial',
+           'complete_normalised', 'gate_weights', 'complete', 'linear_infill', 'dihedral_completions',
+           'completion_spread', 'parse_noise', 'evaluate_completion', 'summarize_completion', 'completion_table',
            'complete_file', 'rms_percent_np', 'demo_summary', 'run_demo']
 
 # %% ../nbs/18_inference.ipynb #9dbf8587
-from .io import load_micrograph, load_image, save_tiff, normalize, check_image
+from .io import load_micrograph, load_image, save_tiff, normalize, check_image, dihedral, dihedral_inverse, DIHEDRAL_COUNT
 from .checkpoint import load_model, resolve_checkpoint
 from .tiling import model_divisor, forward_padded, tiled_apply
 from .models.partial_scan import fuse_for_inference
-from .fill import nearest_fill, linear_fill
+from .fill import nearest_fill, linear_fill, linear_blur_fill, fill_operator
 from .metrics import gaussian_blur
 from .scans import (simulate_partial_scan, scan_mask, dwell_noise, poisson_noise, check_kind, check_coverage,
                           DEFAULT_DOSE)
@@ -141,23 +144,62 @@ def complete_normalised(model: nn.Module,        # a completion model (`[B,2,H,W
                 out[i] = tiled_apply(lambda t: forward_padded(model, t, d), x, tile, overlap, d, whole_max=tile_max)[0]
     return out[0] if x01.ndim == 2 else out
 
+# %% ../nbs/18_inference.ipynb #a04a29f6
+GATE_HOLDOUT = 8        # one sampled pixel in 8 is held out to test the model against its classical base (our choice)
+GATE_MIN_HELDOUT = 32   # fewer held-out samples than this: no evidence, the model is kept (alpha = 1) (our choice)
+
+def gate_weights(model: nn.Module,        # a completion model (`[B,2,H,W]` -> `[B,1,H,W]`)
+                 x01: np.ndarray,         # partial scan (H, W) or frames (B, H, W) in [0,1] (`normalise_partial`)
+                 mask: np.ndarray,        # the (H, W) sampling mask, shared by all frames
+                 holdout: int = GATE_HOLDOUT, # hold out one sampled pixel in `holdout`
+                 seed: int = 0,           # seeds the choice of held-out pixels (the same for every frame)
+                 batch_size: int | None = None, # frames per forward pass (`complete_normalised`)
+                ) -> np.ndarray:
+    "Weight in [0,1] of the model's residual over its classical base (linear + blur), per frame: the best fit on held-out samples."
+    frames = x01[None] if x01.ndim == 2 else x01
+    n, one = len(frames), x01.ndim == 2
+    idx = np.flatnonzero(np.asarray(mask) > 0)
+    held = np.sort(np.random.default_rng(seed).permutation(idx)[:len(idx) // holdout])
+    if len(held) < GATE_MIN_HELDOUT or len(idx) - len(held) < 3:
+        return np.float32(1) if one else np.ones(n, np.float32)
+    m_h = np.array(mask, np.float32).reshape(-1); m_h[held] = 0; m_h = m_h.reshape(mask.shape)
+    x_h = np.array(frames, np.float32).reshape(n, -1); x_h[:, held] = 0; x_h = x_h.reshape(frames.shape)
+    at = lambda img: img.reshape(n, -1)[:, held]
+    y, c, v = at(complete_normalised(model, x_h, m_h, batch_size=batch_size)), at(linear_blur_fill(x_h, m_h)), at(frames)
+    r = y - c
+    a = np.clip((r * (v - c)).sum(1) / np.maximum((r * r).sum(1), 1e-12), 0, 1).astype(np.float32)
+    return a[0] if one else a
+
 # %% ../nbs/18_inference.ipynb #de9c212f
 def complete(partial,    # partial scan (H, W), or a stream of frames (B, H, W) on one scan path, any intensity unit
              mask,       # (H, W) map, > 0 where the beam sampled (fractional dwell allowed); one mask for all frames
              model: nn.Module | str | Path | None = None, # a completion model, a checkpoint path, or None: the bundled model (cached)
              device=None, # default: CUDA when available, else CPU
              batch_size: int | None = None, # frames per forward pass for a stream (default: 1 on a CPU, `BATCH_SIZE` else)
-            ) -> np.ndarray:
+             return_uncertainty: bool = False, # also return the calibrated per-pixel uncertainty (8 passes: the dihedral transforms)
+             gate: bool = False, # check the model on held-out samples of each frame and fall back towards the classical fill where it does not help (`gate_weights`; one more pass)
+            ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Complete a partial scan (at least 64x64), or each frame of a stream; returns float32 of `partial`'s shape in
-    `partial`'s intensity scale (each frame by its own sampled min/max)."""
+    `partial`'s intensity scale (each frame by its own sampled min/max). With `return_uncertainty`: `(completion,
+    uncertainty)`, both in that scale; |error| <= uncertainty for ~68 % of pixels (see `UNCERTAINTY_SCALE`)."""
     p, m = check_partial_scan(partial, mask)
     model = _as_model(model, device)
     x01, lo, hi = normalise_partial(p, m)
     lo, hi = (np.asarray(v, np.float32)[..., None, None] for v in (lo, hi))
     flat = hi == lo                                      # all sampled values equal: nothing to complete
-    if flat.all(): return np.broadcast_to(lo, p.shape).astype(np.float32)
-    out01 = np.clip(complete_normalised(model, x01, m, batch_size=batch_size), 0, 1)
-    return np.where(flat, lo, out01 * (hi - lo) + lo).astype(np.float32)
+    if flat.all():
+        out = np.broadcast_to(lo, p.shape).astype(np.float32)
+        return (out, np.zeros_like(out)) if return_uncertainty else out
+    if return_uncertainty:
+        outs = dihedral_completions(model, x01, m, batch_size=batch_size)
+        out01, unc01 = outs[0], UNCERTAINTY_SCALE * completion_spread(outs, x01, m)
+    else: out01 = complete_normalised(model, x01, m, batch_size=batch_size)
+    if gate:
+        a, base = gate_weights(model, x01, m, batch_size=batch_size), linear_blur_fill(x01, m)
+        out01 = base + np.asarray(a, np.float32)[..., None, None] * (out01 - base)
+    out01 = np.clip(out01, 0, 1)
+    out = np.where(flat, lo, out01 * (hi - lo) + lo).astype(np.float32)
+    return (out, np.where(flat, 0, unc01 * (hi - lo)).astype(np.float32)) if return_uncertainty else out
 
 # %% ../nbs/18_inference.ipynb #da543b09
 def linear_infill(partial, # a partial scan (H, W) or a stream of frames (B, H, W)
@@ -167,6 +209,49 @@ def linear_infill(partial, # a partial scan (H, W) or a stream of frames (B, H, 
     values of `scipy.interpolate.griddata(method='linear')` inside the hull, the nearest sample outside); float32."""
     p, m = check_partial_scan(partial, mask, min_size=1)
     return linear_fill(p, m)
+
+# %% ../nbs/18_inference.ipynb #b4e2c7d1
+UNCERTAINTY_SCALE = 0.778 # k: |completion - blurred truth| <= k * raw spread on 68 % of the calibration pixels (benchmarks/bench_uncertainty.py -> benchmarks/results/uncertainty_calibration.json)
+UNCERTAINTY_Z95 = 3.61    # x the returned uncertainty: the 95 % interval on the same calibration pixels (same benchmark)
+UNCERTAINTY_WINDOW = 4.0  # px: sigma of the Gaussian window averaging the squared disagreements (our choice)
+
+# %% ../nbs/18_inference.ipynb #d83b5f20
+def dihedral_completions(model: nn.Module,   # a completion model (`[B,2,H,W]` -> `[B,1,H,W]`)
+                         x01: np.ndarray,    # partial scan (H, W) or frames (B, H, W) scaled to [0,1] (`normalise_partial`)
+                         mask: np.ndarray,   # the (H, W) sampling mask, shared by all frames
+                         batch_size: int | None = None, # inputs per forward pass (default: 1 on a CPU, `BATCH_SIZE` else)
+                        ) -> np.ndarray:
+    """Completions of the 8 dihedral transforms (`em_ssl.io.dihedral`) of `x01` and `mask`, each transformed back and
+    clipped to [0,1]: float32 `(8, *x01.shape)`; the first (the identity) is the plain completion. Square images up to
+    `TILE_MAX` are completed in batches mixing transforms; others transform by transform (`complete_normalised`)."""
+    frames, (h, w) = (x01[None] if x01.ndim == 2 else x01), mask.shape
+    out = np.empty((DIHEDRAL_COUNT, *frames.shape), np.float32)
+    if h == w and h <= TILE_MAX:                          # all 8 transforms have one shape: batch them
+        dev, d = next(model.parameters()).device, model_divisor(model)
+        jobs, bs = [(k, i) for i in range(len(frames)) for k in range(DIHEDRAL_COUNT)], _batch_size(batch_size, next(model.parameters()).device)
+        with torch.inference_mode():
+            for j in range(0, len(jobs), bs):
+                xb = np.stack([np.stack([dihedral(frames[i], k), dihedral(mask, k)]) for k, i in jobs[j:j + bs]]).astype(np.float32)
+                y = forward_padded(model, torch.from_numpy(xb).to(dev), d)[:, 0].cpu().numpy()
+                for (k, i), yk in zip(jobs[j:j + bs], y): out[k, i] = dihedral(yk, dihedral_inverse(k))
+    else:
+        for k in range(DIHEDRAL_COUNT):
+            y = complete_normalised(model, dihedral(frames, k), dihedral(mask, k), batch_size=batch_size)
+            out[k] = dihedral(y, dihedral_inverse(k))
+    np.clip(out, 0, 1, out=out)
+    return out[:, 0] if x01.ndim == 2 else out
+
+# %% ../nbs/18_inference.ipynb #0a9d6e37
+def completion_spread(completions: np.ndarray, # `(8, ...)` from `dihedral_completions`, in [0,1]
+                      x01: np.ndarray,         # the [0,1] partial scan(s) they complete
+                      mask: np.ndarray,        # its (H, W) mask
+                     ) -> np.ndarray:
+    """The uncalibrated uncertainty (in [0,1] units) of the plain completion `completions[0]`: the local RMS (Gaussian
+    window `UNCERTAINTY_WINDOW` px) of the dihedral spread and of the disagreement with linear + blur
+    (`em_ssl.fill.linear_blur_fill`), times sqrt(1 + distance to the nearest sample in px); float32 of `x01`'s shape."""
+    sq = completions.var(0) + (completions[0] - linear_blur_fill(x01, mask)) ** 2
+    local = gaussian_filter(sq.astype(np.float32), (0,) * (sq.ndim - 2) + (UNCERTAINTY_WINDOW,) * 2, mode='reflect')
+    return (np.sqrt(np.maximum(local, 0)) * np.sqrt(1 + fill_operator(mask).distance)).astype(np.float32)
 
 # %% ../nbs/18_inference.ipynb #0d89a782
 NOISE_SPECS = ('none', 'dwell', 'poisson:100', 'poisson:20')  # examples; 'poisson:DOSE' takes any dose > 0 (electrons/px)
@@ -213,6 +298,7 @@ def evaluate_completion(images,                  # clean micrographs: 2-D float 
                         seed: int = 0,           # seed of the scan paths and of the noise
                         device=None,             # default: CUDA when available, else CPU
                         batch_size: int | None = None, # frames per forward pass of the model (see `complete`)
+                        gate: bool = False,      # `complete`'s check against the classical fill on held-out samples
                        ) -> list[dict]:
     """One row per image x kind x coverage x noise: RMS % of `nearest`, `linear`, `linear_blur` and `model` against
     the paper-blurred clean image, `best_classical` (the better of linear and linear_blur) and `ratio` = model /
@@ -235,7 +321,7 @@ def evaluate_completion(images,                  # clean micrographs: 2-D float 
                     lin = linear_fill(part, mask)
                     preds = dict(nearest=nearest_fill(part, mask), linear=lin,
                                  linear_blur=gaussian_blur(torch.from_numpy(lin)).numpy(),
-                                 model=complete(part, mask, model, batch_size=batch_size))
+                                 model=complete(part, mask, model, batch_size=batch_size, gate=gate))
                     tgt = np.stack([targets[i] for i in ids])
                     errs = {k: _rms(v, tgt) for k, v in preds.items()}
                     for j, i in enumerate(ids):
@@ -281,6 +367,7 @@ def complete_file(partial_path,   # partial scan: any format em_ssl.io.load_micr
                   model=None,     # a completion model, a checkpoint path, or None: the bundled model
                   overwrite: bool = False, # replace an existing `out_path`
                   page: int | None = None, # page of a multi-page `partial_path` (MRC/TIFF stacks)
+                  gate: bool = False, # `complete(..., gate=True)`: fall back towards the classical fill where the model does not help
                  ) -> Path:
     "Complete the partial scan in `partial_path` with the mask in `mask_path`; write a float32 TIFF to `out_path`."
     out_path = Path(out_path)
@@ -290,7 +377,7 @@ def complete_file(partial_path,   # partial scan: any format em_ssl.io.load_micr
     except ValueError as e:
         if 'pages' not in str(e): raise
         raise ValueError(f"{mask_path}: the mask must be one image (one scan path), not a stack") from None
-    return save_tiff(out_path, complete(mg.data, mask, model=model), overwrite=overwrite, pixel_size=mg.pixel_size, unit=mg.unit)
+    return save_tiff(out_path, complete(mg.data, mask, model=model, gate=gate), overwrite=overwrite, pixel_size=mg.pixel_size, unit=mg.unit)
 
 # %% ../nbs/18_inference.ipynb #d6e8f18d
 def rms_percent_np(pred: np.ndarray, target: np.ndarray) -> float:

@@ -124,6 +124,7 @@ def test_pretrain_parses_and_forwards(monkeypatch, tmp_path, capsys):
     (["pretrain", "d", "--out", "o", "--arch-kwargs", "{base: 8}"], "--arch-kwargs: must be a JSON object"),
     (["finetune", "paint", "--images", "i", "--targets", "t"], "invalid choice: 'paint'"),
     (["predict", "c.pth", "x.tif", "-o", "out", "--tile", "-5"], "--tile: must be a positive integer"),
+    (["finetune", "segment", "--images", "i", "--targets", "t", "--lr-mult", "0"], "--lr-mult: must be a positive number, got 0"),
 ])
 def test_bad_values_name_the_option(capsys, argv, flag):
     code, _, err = run(capsys, *argv)
@@ -226,6 +227,20 @@ def test_complete_round_trip(lattice_tif, tmp_path, capsys):
     res = run(capsys, "complete", part, "--mask", mask, "-o", out)  # the library's hint, as a flag
     assert_clean_error(res, "exists", "--overwrite")
     assert "overwrite=True" not in res[2]
+
+
+def test_complete_gate(lattice_tif, tmp_path, capsys):
+    "--gate completes through complete(..., gate=True); it is refused with --points (no held-out check there)."
+    from em_ssl.inference import complete as complete_scan
+    part, mask, out = tmp_path / "p.tif", tmp_path / "m.tif", tmp_path / "c.tif"
+    assert run(capsys, "simulate", lattice_tif, "--coverage", "1/10", "--seed", 0, "-o", part, "--mask-out", mask)[0] == 0
+    code, _, err = run(capsys, "complete", part, "--mask", mask, "-o", out, "--gate")
+    assert code == 0, err
+    want = complete_scan(tifffile.imread(part), tifffile.imread(mask), gate=True)
+    np.testing.assert_allclose(tifffile.imread(out), want, rtol=1e-5, atol=1e-4)
+    pts = tmp_path / "s.csv"; pts.write_text("y,x,value\n0,0,1\n5,5,2\n9,1,3\n")
+    assert_clean_error(run(capsys, "complete", "--points", pts, "--shape", "64x64", "-o", tmp_path / "q.tif", "--gate"),
+                       "--gate needs a partial scan")
 
 
 def test_complete_bad_input(lattice_tif, tmp_path, capsys):
@@ -451,3 +466,176 @@ def test_finetune_lr_accepts_find_and_names_the_option(capsys):
     assert sp.parse_args(["segment", "--images", "i", "--targets", "t", "--lr", "1e-3"]).lr == 1e-3
     code, _, err = run(capsys, "finetune", "segment", "--images", "i", "--targets", "t", "--lr", "-1")
     assert code == 2 and "--lr" in err
+
+
+# ------------------------------------------------------------------- path, plan, complete --points / --uncertainty-out
+
+SCAN_COMMANDS = ("path", "plan")
+
+
+@pytest.mark.parametrize("name", SCAN_COMMANDS)
+def test_scan_commands_listed_with_help_and_defaults(name, capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and name in out
+    test_every_option_has_help_and_default(name)
+
+
+@pytest.mark.parametrize("ext", [".csv", ".npz", ".json", ".h5", ".nxs", ".s", ".py"])
+def test_path_writes_every_format(tmp_path, ext, capsys):
+    from em_ssl.scan_paths import load_path
+    from em_ssl.scans import scan_mask
+    out = tmp_path / f"spiral{ext}"
+    code, stdout, err = run(capsys, "path", "--scan", "spiral", "--coverage", "1/20", "--shape", "96x128", "--seed", 3,
+                            "--dwell-us", 2, "--flyback-us", 15, "-o", out)
+    assert code == 0, err
+    back = load_path(out)
+    np.testing.assert_array_equal(back.to_mask(), scan_mask("spiral", (96, 128), 0.05, seed=3))
+    assert set(back.dwell_us) == {2.0} and set(back.flyback_us_before) <= {0.0, 15.0}
+    m = re.fullmatch(r"wrote \S+: spiral path on 96x128 px: (\d+) points in (\d+) segments, scan time ([\d.]+) ms, "
+                     r"dose fraction ([\d.]+)\n", stdout)
+    assert m, stdout
+    assert int(m.group(1)) == len(back) and int(m.group(2)) == back.n_segments
+    assert float(m.group(3)) == pytest.approx(back.total_us / 1000, abs=1e-3) and float(m.group(4)) == pytest.approx(0.05, abs=1e-4)
+
+
+def test_path_square_shape_and_seed(tmp_path, capsys):
+    for name in ("a.csv", "b.csv"):
+        assert run(capsys, "path", "--scan", "random", "--coverage", "0.1", "--shape", "64", "--seed", 1, "-o", tmp_path / name)[0] == 0
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+
+
+def test_path_bad_input(tmp_path, capsys):
+    base = ["path", "--scan", "spiral", "--coverage", "0.1", "--shape", "64x64"]
+    assert_clean_error(run(capsys, *base[:-1], "64x", "-o", tmp_path / "p.csv"), "--shape", "HxW", status=2)
+    assert_clean_error(run(capsys, *base[:-1], "1x64", "-o", tmp_path / "p.csv"), "--shape", status=2)
+    assert_clean_error(run(capsys, "path", "--scan", "spiral", "--coverage", "2", "--shape", "64", "-o", tmp_path / "p.csv"),
+                       "--coverage", status=2)
+    assert_clean_error(run(capsys, *base, "--flyback-us", "-1", "-o", tmp_path / "p.csv"), "--flyback-us", status=2)
+    assert_clean_error(run(capsys, *base, "--dwell-us", "0", "-o", tmp_path / "p.csv"), "--dwell-us", status=2)
+    assert_clean_error(run(capsys, "path", "--scan", "grid", "--coverage", "0.9", "--shape", "64", "-o", tmp_path / "p.csv"),
+                       "--coverage 0.9", "grid")
+    assert_clean_error(run(capsys, *base, "-o", tmp_path / "p.txt"), "-o/--output", "unknown scan path format '.txt'", ".csv")
+    assert not list(tmp_path.iterdir())
+    precious = tmp_path / "p.json"
+    precious.write_text("precious")
+    res = run(capsys, *base, "-o", precious)
+    assert_clean_error(res, "exists", "--overwrite")
+    assert precious.read_text() == "precious"
+    assert run(capsys, *base, "-o", precious, "--overwrite")[0] == 0 and precious.read_text() != "precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["p.json"]   # no temporary files left behind
+
+
+def _samples_csv(path, shift=0.0, seed=0):
+    from em_ssl.scans import simulate_partial_scan
+    from em_ssl.synthetic import lattice_image
+    part, mask = simulate_partial_scan(lattice_image(96, seed=seed) * 1000, "spiral", 0.1, noise="dwell", seed=seed)
+    ys, xs = np.nonzero(mask)
+    path.write_text("y,x,value\n" + "".join(f"{float(y + shift)!r},{float(x + shift)!r},{float(part[y, x])!r}\n" for y, x in zip(ys, xs)))
+    return part, mask
+
+
+def test_complete_points(tmp_path, capsys):
+    from em_ssl.inference import complete as complete_scan
+    from em_ssl.points import complete_points, read_points
+    part, mask = _samples_csv(tmp_path / "s.csv")
+    code, out, err = run(capsys, "complete", "--points", tmp_path / "s.csv", "--shape", "96x96", "-o", tmp_path / "c.tif")
+    assert code == 0, err
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "c.tif"), complete_scan(part, mask))   # pixel centres: = complete
+    _samples_csv(tmp_path / "sub.csv", shift=0.3)
+    assert run(capsys, "complete", "--points", tmp_path / "sub.csv", "--shape", "96", "-o", tmp_path / "sub.tif")[0] == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "sub.tif"), complete_points(*read_points(tmp_path / "sub.csv", (96, 96)), (96, 96)))
+    # the path CSV of `em-ssl path` with a value column added
+    assert run(capsys, "path", "--scan", "lissajous", "--coverage", "0.1", "--shape", "64x80", "--seed", 0, "-o", tmp_path / "p.csv")[0] == 0
+    rows = (tmp_path / "p.csv").read_text().splitlines()
+    (tmp_path / "pv.csv").write_text("\n".join([rows[0] + ",value"] + [r + f",{i % 7}" for i, r in enumerate(rows[1:])]) + "\n")
+    assert run(capsys, "complete", "--points", tmp_path / "pv.csv", "--shape", "64x80", "-o", tmp_path / "pv.tif")[0] == 0
+    assert tifffile.imread(tmp_path / "pv.tif").shape == (64, 80)
+
+
+def test_complete_points_bad_input(tmp_path, capsys):
+    _samples_csv(tmp_path / "s.csv")
+    o = ["-o", tmp_path / "c.tif"]
+    assert_clean_error(run(capsys, "complete", "--points", tmp_path / "s.csv", *o), "--points needs --shape")
+    assert_clean_error(run(capsys, "complete", "--points", tmp_path / "s.csv", "--shape", "9x", *o), "--shape", status=2)
+    assert_clean_error(run(capsys, "complete", "x.tif", "--mask", "m.tif", "--points", tmp_path / "s.csv", "--shape", "96", *o),
+                       "--points replaces the partial scan and --mask")
+    assert_clean_error(run(capsys, "complete", "--points", tmp_path / "s.csv", "--shape", "96", "--uncertainty-out",
+                           tmp_path / "u.tif", *o), "--uncertainty-out needs a partial scan")
+    assert_clean_error(run(capsys, "complete", *o), "--mask", "--points")
+    assert_clean_error(run(capsys, "complete", "x.tif", "--mask", "m.tif", "--shape", "96", *o), "--shape goes with --points")
+    assert_clean_error(run(capsys, "complete", "--points", tmp_path / "s.csv", "--shape", "64x64", *o), "--points", "--shape 64x64", "outside")
+    (tmp_path / "novalue.csv").write_text("y,x\n1,2\n")
+    assert_clean_error(run(capsys, "complete", "--points", tmp_path / "novalue.csv", "--shape", "96", *o), "--points", "'value' column")
+    assert_clean_error(run(capsys, "complete", "--points", tmp_path / "missing.csv", "--shape", "96", *o), "missing.csv")
+    assert not (tmp_path / "c.tif").exists()
+    (tmp_path / "c.tif").write_bytes(b"precious")
+    assert_clean_error(run(capsys, "complete", "--points", tmp_path / "s.csv", "--shape", "96", *o), "exists", "--overwrite")
+    assert (tmp_path / "c.tif").read_bytes() == b"precious"
+
+
+def test_complete_uncertainty_out(lattice_tif, tmp_path, capsys):
+    from em_ssl.inference import complete as complete_scan
+    part, mask = tmp_path / "p.tif", tmp_path / "m.tif"
+    assert run(capsys, "simulate", lattice_tif, "--coverage", "1/10", "--seed", 0, "-o", part, "--mask-out", mask)[0] == 0
+    out, unc = tmp_path / "c.tif", tmp_path / "u.tif"
+    code, stdout, err = run(capsys, "complete", part, "--mask", mask, "-o", out, "--uncertainty-out", unc)
+    assert code == 0, err
+    ref_c, ref_u = complete_scan(tifffile.imread(part), tifffile.imread(mask), return_uncertainty=True)
+    np.testing.assert_array_equal(tifffile.imread(out), ref_c)
+    np.testing.assert_array_equal(tifffile.imread(unc), ref_u)
+    assert (ref_u >= 0).all() and ref_u.max() > 0
+    assert_clean_error(run(capsys, "complete", part, "--mask", mask, "-o", out, "--uncertainty-out", unc), "exists", "--overwrite")
+    assert_clean_error(run(capsys, "complete", part, "--mask", mask, "-o", tmp_path / "c2.tif", "--uncertainty-out", tmp_path / "c2.tif"),
+                       "same file")
+    assert_clean_error(run(capsys, "complete", part, "--mask", mask, "-o", tmp_path / "c3.tif", "--uncertainty-out", mask),
+                       "--uncertainty-out", "mask")
+    assert not (tmp_path / "c3.tif").exists() and not (tmp_path / "c2.tif").exists()
+
+
+@pytest.fixture
+def fake_adaptive(monkeypatch):
+    "A stand-in for em_ssl.adaptive.plan_next (the documented signature), recording its arguments."
+    import types
+    from em_ssl.scans import ScanPath
+    calls = []
+    def plan_next(partial, mask, budget, model=None, **kw):
+        calls.append(dict(shape=partial.shape, mask_sum=float(mask.sum()), budget=budget, model=model))
+        n = int(budget) if budget >= 1 else int(budget * mask.size)
+        free = np.flatnonzero(mask.reshape(-1) == 0)[:n]
+        return ScanPath(np.stack(np.divmod(free, mask.shape[1]), 1).astype(float), np.ones(len(free)), mask.shape, "adaptive")
+    monkeypatch.setitem(sys.modules, "em_ssl.adaptive", types.SimpleNamespace(plan_next=plan_next))
+    return calls
+
+
+def test_plan_wiring(lattice_tif, tmp_path, capsys, fake_adaptive):
+    from em_ssl.scan_paths import load_path
+    part, mask = tmp_path / "p.tif", tmp_path / "m.tif"
+    assert run(capsys, "simulate", lattice_tif, "--coverage", "1/10", "--seed", 0, "-o", part, "--mask-out", mask)[0] == 0
+    code, out, err = run(capsys, "plan", part, "--mask", mask, "--budget", 300, "--flyback-us", 20, "-o", tmp_path / "next.csv")
+    assert code == 0, err
+    assert fake_adaptive[-1]["budget"] == 300 and fake_adaptive[-1]["shape"] == (128, 128) and fake_adaptive[-1]["model"] is None
+    nxt = load_path(tmp_path / "next.csv")
+    assert len(nxt) == 300 and nxt.shape == (128, 128) and not (tifffile.imread(mask)[tuple(nxt.positions.astype(int).T)] > 0).any()
+    assert "300 points" in out and "segments" in out
+    assert run(capsys, "plan", part, "--mask", mask, "--budget", "0.01", "-o", tmp_path / "next.s")[0] == 0
+    assert fake_adaptive[-1]["budget"] == 0.01
+    assert_clean_error(run(capsys, "plan", part, "--mask", mask, "--budget", "0", "-o", tmp_path / "n.csv"), "--budget", status=2)
+    assert_clean_error(run(capsys, "plan", part, "--mask", mask, "--budget", 10, "-o", tmp_path / "n.tif"), "-o/--output", "format")
+    assert_clean_error(run(capsys, "plan", part, "--mask", mask, "--budget", 10, "-o", tmp_path / "next.csv"), "exists", "--overwrite")
+    full = tmp_path / "full.tif"
+    tifffile.imwrite(full, np.ones((128, 128), np.float32))
+    assert_clean_error(run(capsys, "plan", part, "--mask", full, "--budget", 10, "-o", tmp_path / "n.csv"), "nothing left to sample")
+    assert not (tmp_path / "n.csv").exists()
+
+
+def test_plan_with_the_library(lattice_tif, tmp_path, capsys):
+    adaptive = pytest.importorskip("em_ssl.adaptive")
+    from em_ssl.scan_paths import load_path
+    part, mask = tmp_path / "p.tif", tmp_path / "m.tif"
+    assert run(capsys, "simulate", lattice_tif, "--coverage", "1/20", "--seed", 0, "-o", part, "--mask-out", mask)[0] == 0
+    code, out, err = run(capsys, "plan", part, "--mask", mask, "--budget", 200, "-o", tmp_path / "next.json")
+    assert code == 0, err
+    nxt = load_path(tmp_path / "next.json")
+    assert nxt.kind == "adaptive" and 0 < len(nxt) <= 200
+    assert adaptive.path_cost(nxt.to_scan_path()) <= 200
+    assert not (tifffile.imread(mask)[tuple(nxt.positions.astype(int).T)] > 0).any()

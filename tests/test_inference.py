@@ -287,6 +287,26 @@ class LinearBlurModel(torch.nn.Module):
     def forward(self, x): return linear_blur_fill(x[:, :1], x[0, 1])
 
 
+class TextureModel(torch.nn.Module):
+    "Stand-in that paints a fixed texture over the linear + blur fill (a model misled by an unfamiliar image)."
+    divisor = 1
+    def __init__(self, amplitude=0.4):
+        super().__init__(); self.a = torch.nn.Parameter(torch.tensor(float(amplitude)))
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing='ij')
+        return linear_blur_fill(x[:, :1], x[0, 1]) + self.a * torch.sin(yy / 1.5) * torch.cos(xx / 1.5)
+
+
+def test_gate_falls_back_to_the_classical_fill(clean_images):
+    "Without the held-out check a texture-painting model is far worse than interpolation; with it, about as good."
+    kw = dict(kinds=('spiral', 'random'), coverages=(1 / 10, 1 / 20), noises=('none', 'poisson:100'))   # >= 32 held-out samples
+    raw = evaluate_completion(clean_images, TextureModel(), gate=False, **kw)
+    gated = evaluate_completion(clean_images, TextureModel(), gate=True, **kw)
+    assert min(r['ratio'] for r in raw) > 1 and np.mean([r['ratio'] for r in raw]) > 1.5
+    assert max(r['model'] / r['linear_blur'] for r in gated) < 1.05   # back to (about) the classical base
+
+
 class Oracle(torch.nn.Module):
     "Stand-in returning fixed outputs (the targets) in order, whatever the batch size."
     divisor = 1
@@ -310,7 +330,7 @@ def test_parse_noise():
 
 def test_evaluate_linear_blur_standin(clean_images):
     kw = dict(kinds=('spiral', 'grid', 'random'), coverages=(1 / 10, 1 / 20), noises=('none', 'dwell', 'poisson:100', 'poisson:20'))
-    rows = evaluate_completion(clean_images, LinearBlurModel(), **kw)
+    rows = evaluate_completion(clean_images, LinearBlurModel(), gate=False, **kw)
     assert len(rows) == len(clean_images) * 3 * 2 * 4
     assert set(rows[0]) == {'image', 'kind', 'coverage', 'noise', 'nearest', 'linear', 'linear_blur', 'model',
                             'best_classical', 'ratio'}
@@ -336,7 +356,7 @@ def test_evaluate_oracle_scores_zero():
         a.flat[s[0]], a.flat[s[-1]] = 0., 1.
         ims.append(a)
     oracle = Oracle([gaussian_blur(torch.from_numpy(a)).numpy() for a in ims])
-    for r in evaluate_completion(ims, oracle, coverages=(0.1,)):
+    for r in evaluate_completion(ims, oracle, coverages=(0.1,), gate=False):
         assert r['model'] == pytest.approx(0, abs=1e-3) and r['ratio'] == pytest.approx(0, abs=1e-4) and r['linear'] > 0.1
 
 
@@ -379,7 +399,7 @@ def _fill_refiner_or_skip():
 
 def test_untrained_fill_refiner_is_linear_blur(clean_images):
     model = _fill_refiner_or_skip()
-    for r in evaluate_completion(clean_images[:2], model, kinds=('spiral', 'grid'), coverages=(1 / 10,)):
+    for r in evaluate_completion(clean_images[:2], model, kinds=('spiral', 'grid'), coverages=(1 / 10,), gate=False):
         assert r['model'] == pytest.approx(r['linear_blur'], abs=1e-3)
 
 
