@@ -309,7 +309,7 @@ def simulate_case(img, index: int, kinds, coverages, noises, kind, coverage, noi
     return np.asarray(part, np.float32), mask
 
 
-def worst_figure(path: Path, img, name: str, cell: dict, model, case: tuple, show_images: bool, device=None) -> dict:
+def worst_figure(path: Path, img, name: str, cell: dict, model, case: tuple, show_images: bool, device=None, gate: bool = False) -> dict:
     """The worst image of `cell`: (if show_images) blurred target, partial scan, linear+blur, model; always both
     absolute error maps (shared colour bar). `case` = (partial, mask) from `simulate_case`; returns its RMS values."""
     import numpy as np, torch, matplotlib
@@ -321,7 +321,7 @@ def worst_figure(path: Path, img, name: str, cell: dict, model, case: tuple, sho
     partial, mask = case
     lb = np.asarray(linear_blur_fill(partial, mask), np.float32).reshape(target.shape)
     li = np.asarray(linear_fill(partial, mask), np.float32).reshape(target.shape)
-    mo = np.asarray(complete(partial, mask, model=model, device=device), np.float32)
+    mo = np.asarray(complete(partial, mask, model=model, device=device, gate=gate), np.float32)
     rms = lambda a: float(100 * np.sqrt(np.mean((a.astype(np.float64) - target) ** 2)))
     e_lb, e_mo = np.abs(lb - target), np.abs(mo - target)
     vmax = float(np.percentile(np.concatenate([e_lb.ravel(), e_mo.ravel()]), 99.5))
@@ -389,7 +389,7 @@ def main(argv=None):
     worst = {}
     case = simulate_case(crops[wi], wi, a.kinds, a.coverages, a.noises, fig_cell['kind'], fig_cell['coverage'],
                          fig_cell['noise'], a.seed)
-    atomic_write(p_worst, lambda p: worst.update(worst_figure(p, crops[wi], names[wi], fig_cell, model, case, show, a.device)),
+    atomic_write(p_worst, lambda p: worst.update(worst_figure(p, crops[wi], names[wi], fig_cell, model, case, show, a.device, a.gate)),
                  overwrite=True)
     worst['reproduces_matrix'] = bool(abs(worst['ratio'] - fig_cell['worst_ratio']) < 1e-3)
     if not worst['reproduces_matrix']:

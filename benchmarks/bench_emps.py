@@ -7,7 +7,8 @@ seed) and seed, each initialisation is fine-tuned with `em_ssl.finetune.finetune
 `em-ssl finetune segment`) and scored on ALL 99 EMPS test images: foreground Dice per image (threshold 0.5), mean and
 worst. The validation Dice of each epoch (on the run's own held-out labelled images) comes from its metrics.csv.
 
-Initialisations are given as NAME=PRETRAINED[:ARCH], e.g.
+Initialisations are given as NAME=PRETRAINED[:ARCH][@OPTION=VALUE,...] (options of finetune_folders that differ from the
+shared schedule, e.g. @lr_mult=10,freeze_epochs=0 for discriminative learning rates without a frozen epoch), e.g.
     pretrained=default                       the bundled pretrained generator
     random=none:unet_2_44                    random weights, same architecture
     random_big=none:unet_3_176               a bigger random U-Net (Kazimi et al.: small pretrained ~ big random)
@@ -63,16 +64,25 @@ def test_dice(model_path: Path, emps: Path, limit: int | None = None) -> list[fl
     return out
 
 
+def parse_spec(spec: str) -> tuple[str, str, dict]:
+    "'PRETRAINED[:ARCH][@k=v,...]' -> (pretrained, arch, options)."
+    spec, _, opts = spec.partition('@')
+    pre, _, arch = spec.partition(':')
+    kw = {k: (float(v) if '.' in v or 'e' in v else int(v)) for k, v in (o.split('=') for o in opts.split(',') if o)}
+    return pre, arch, kw
+
+
 def one_run(name: str, spec: str, n: int, seed: int, args) -> dict:
     from em_ssl.finetune import finetune_folders
-    pre, _, arch = spec.partition(':')
+    pre, arch, extra = parse_spec(spec)
     work = Path(args.work)
     d = labelled_subset(Path(args.emps), n, seed, work)
     out = work / 'runs' / args.tag / f'{name}_{n}_{seed}'
     t0 = time.time()
+    kw = dict(epochs=args.epochs, seed=seed, out=out, overwrite=True, crop=args.crop, bs=args.bs, lr=args.lr,
+              freeze_epochs=args.freeze_epochs, epoch_size=args.epoch_size)
     finetune_folders('segment', d / 'images', d / 'masks', pretrained=None if pre == 'none' else pre, arch=arch or None,
-                     epochs=args.epochs, seed=seed, out=out, overwrite=True, crop=args.crop, bs=args.bs, lr=args.lr,
-                     freeze_epochs=args.freeze_epochs, epoch_size=args.epoch_size)
+                     **{**kw, **extra})
     train_s = time.time() - t0
     import pandas as pd
     hist = pd.read_csv(out / 'metrics.csv')
@@ -98,6 +108,7 @@ def summarise(runs: list[dict], inits: list[str], budgets: list[int]) -> tuple[s
     verdicts = []
     pre = [i for i in inits if not i.startswith('random') and 'random' not in i]
     rnd = [i for i in inits if i.startswith('random')]
+    pre = [i for i in pre if i not in rnd]
     for p in pre:
         for r in rnd[:1]:
             for n in budgets:
