@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_record import machine_info   # noqa: E402
+from bench_record import machine_info, portable   # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'
 RESULTS = Path(__file__).resolve().parent / 'results'
@@ -95,10 +95,10 @@ def main(argv=None):
           f"| scan | coverage | noise | best classical | base model | adapted | ratio before | ratio after | worst before | worst after |\n"
           f"|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) +
           f"\n\nMean ratio over cells: {mb:.3f} before, {ma:.3f} after. Worst image: {wb:.3f} before, {wa:.3f} after.\n")
-    (args.out / f'{name}.md').write_text(md)
-    (args.out / f'{name}.json').write_text(json.dumps(dict(machine=m, args={k: str(v) for k, v in vars(args).items()},
+    (args.out / f'{name}.md').write_text(portable(md))
+    (args.out / f'{name}.json').write_text(portable(json.dumps(dict(machine=m, args={k: str(v) for k, v in vars(args).items()},
                                                             files=[str(Path(f).relative_to(args.data)) if str(f).startswith(str(args.data)) else str(f) for f in files],
-                                                            wall_s=wall, report=rep), indent=1))
+                                                            wall_s=wall, report=rep), indent=1)))
     plot(before, after, args.out / f'{name}.png', f'Adapting completion to {args.source} ({args.n_images - len(held)} images, '
          f'{args.minutes:g} min CPU); scored on {len(held)} held-out images')
     print(md)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_record import machine_info   # noqa: E402
+from bench_record import machine_info, portable   # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 EMPS = ROOT / 'shared' / 'data' / 'stem_extra' / 'validation_only' / 'emps'   # default of --emps
@@ -164,6 +164,7 @@ def main(argv=None):
                    help='scratch folder (links to the labelled subsets, run folders)')
     p.add_argument('--tag', default='default', help='results name: emps_{TAG}_runs.json / .md / .png')
     p.add_argument('--out', default=str(RESULTS))
+    p.add_argument('--summarise-only', action='store_true', help='no new runs: rewrite the table and plot from the runs file')
     args = p.parse_args(argv)
     if not (Path(args.emps) / 'test' / 'images').is_dir(): raise SystemExit(f"--emps: no test/images in {args.emps}")
     import torch
@@ -172,10 +173,13 @@ def main(argv=None):
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
     runs_file = out / f'emps_{args.tag}_runs.json'
     rec = json.loads(runs_file.read_text()) if runs_file.exists() else {'runs': []}
-    rec.update(machine=machine_info(), command=' '.join(['python benchmarks/bench_emps.py'] + sys.argv[1:]),
-               settings={k: v for k, v in vars(args).items() if k not in ('work', 'out', 'emps')})
+    if not args.summarise_only:
+        if 'commands' not in rec and 'command' in rec: rec['commands'] = [rec['command']]
+        rec.setdefault('commands', []).append(' '.join(['python benchmarks/bench_emps.py'] + sys.argv[1:]))
+        rec.update(machine=machine_info(), command=rec['commands'][-1],
+                   settings={k: v for k, v in vars(args).items() if k not in ('work', 'out', 'emps', 'summarise_only')})
     done = {(r['init'], r['labels'], r['seed']) for r in rec['runs']}
-    for seed in args.seeds:
+    for seed in ([] if args.summarise_only else args.seeds):
         for n in args.budgets:
             for name, spec in inits.items():
                 if (name, n, seed) in done: continue
@@ -189,12 +193,14 @@ def main(argv=None):
     rec['summary'] = verdicts; runs_file.write_text(json.dumps(rec, indent=1))
     plot(runs, list(inits), args.budgets, out / f'emps_{args.tag}.png')
     m = rec['machine']
-    md = (f"# EMPS few-label segmentation ({args.tag})\n\nCommand: `{rec['command']}`\n\nMachine: {m['cpu_model']}, "
+    cmds = '\n'.join(f'    {c}' for c in rec.get('commands', [rec.get('command', '')]))
+    md = (f"# EMPS few-label segmentation ({args.tag})\n\nCommands (runs accumulate in emps_{args.tag}_runs.json):\n\n{cmds}\n\nMachine: {m['cpu_model']}, "
           f"{m['cpu_count']} cores, torch {m.get('torch')}, commit {m['commit']}, load at start {m['load_average_at_start']}\n\n"
-          f"Inits: {', '.join(f'{k} = {v}' for k, v in inits.items())}. Schedule: {args.epochs} epochs, crop {args.crop}, "
+          f"Inits: {', '.join(f'{k} = {v}' for k, v in inits.items())}. Test set: all {len(runs[0]['test_dice']) if runs else 0} EMPS "
+          f"test images (never used for training, pretraining or choices). Schedule: {args.epochs} epochs, crop {args.crop}, "
           f"bs {args.bs}, lr {args.lr}, epoch size {args.epoch_size or 'CLI default'}, freeze epochs "
           f"{args.freeze_epochs if args.freeze_epochs is not None else '1 if pretrained'}.\n\n{table}\n")
-    (out / f'emps_{args.tag}.md').write_text(md)
+    (out / f'emps_{args.tag}.md').write_text(portable(md))
     print(md)
 
 

@@ -47,3 +47,10 @@ def machine_info(**extra) -> dict:
     info.update(commit=commit(), nice=os.nice(0), load_average_at_start=load_average(),
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **extra)
     return info
+
+
+def portable(text: str) -> str:
+    "Text for a results file without this machine's paths: the scratch folder as $SCRATCH, the data collection as shared/."
+    scratch = os.environ.get("SCRATCH", str(Path.home() / "em_ssl_scratch"))
+    return (text.replace(scratch, "$SCRATCH").replace(str(ROOT.parent / "shared") + "/", "shared/")
+                .replace(str(ROOT.parent / "shared"), "shared").replace(str(ROOT) + "/", ""))

@@ -9,7 +9,7 @@ chosen by the transfer probe (`probe_corruption.py`), whose pretraining run this
     python benchmarks/pretrain_ssl.py --out ... --setting weak --record-only --ship em_ssl/weights/ssl_unet_small.pth
 """
 from __future__ import annotations
-import argparse, hashlib, json, shutil, sys, time
+import argparse, hashlib, json, sys, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -58,8 +58,18 @@ def main(argv=None):
         meta = load_checkpoint(ck, 'pretrained')
         h = pd.read_csv(args.out / 'metrics.csv')
         args.ship.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(ck, args.ship)
+        scratch = str(args.out.parent)
+        def portable(v):   # no machine paths in shipped bytes: data relative to the collection, scratch as $SCRATCH
+            if isinstance(v, str): return v.replace(str(args.data) + '/', '').replace(scratch, '$SCRATCH')
+            if isinstance(v, list): return [portable(x) for x in v]
+            if isinstance(v, dict): return {k: portable(x) for k, x in v.items()}
+            return v
+        raw = torch.load(ck, weights_only=True)
+        raw['provenance'] = portable(raw['provenance'])
+        raw['provenance']['data_root'] = "the project's development data collection (shared/data), see DATA_LICENSES.md"
+        torch.save(raw, args.ship)
         b = args.ship.read_bytes()
+        assert str(args.data).encode() not in b and str(Path.home()).encode() not in b, 'a machine path in the shipped weights'
         probe = json.loads((Path(__file__).parent / 'results' / 'corruption_probe.json').read_text())
         sessions = json.loads((args.out / 'sessions.json').read_text()) if (args.out / 'sessions.json').exists() else []
         counts = {}
@@ -74,7 +84,7 @@ def main(argv=None):
                'pretext_choice': 'chosen by benchmarks/probe_corruption.py (benchmarks/results/corruption_probe.md): '
                                  + ', '.join(f"{k} {v['dice_mean']:.3f}" for k, v in probe['results'].items()),
                'objective': 'LSGAN + 100 * L1 (Kazimi et al. 2024 sec. 4.1), Adam betas (0.5, 0.999), lr 2e-4',
-               'commands': [s['command'] for s in sessions], 'sessions': sessions,
+               'commands': [portable(s['command']) for s in sessions], 'sessions': portable(sessions),
                'minutes_total': round(sum(s['minutes'] for s in sessions), 1),
                'epochs_completed': int(len(h)), 'crops_per_epoch': args.n_crops, 'crop': args.crop, 'bs': args.bs,
                'data': {'files': len(files), 'by_source': counts, 'sources': [f'{a} ({b})' for a, b in PRETRAIN_SOURCES],
