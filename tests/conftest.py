@@ -28,3 +28,12 @@ def lattice_tif(tmp_path) -> Path:
     path = tmp_path / "lattice.tif"
     tifffile.imwrite(path, (img * 60000).astype(np.uint16))
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    "A tiny untrained completion model (seeded), for tests that need a model but not a good one."
+    import torch
+    from em_ssl.models import build_model
+    torch.manual_seed(0)
+    return build_model("completion", size="tiny").init_weights(torch.rand(2, 2, 64, 64)).eval()

@@ -1,20 +1,12 @@
 "Tests for em_ssl.adaptive: path costs, the planner, plan_next and the simulated closed loop. No GPU, no real data."
 import numpy as np
 import pytest
-import torch
 from scipy import ndimage
 
 from em_ssl.adaptive import (check_budget, path_cost, segment_starts, plan_segments, plan_next, apply_path, adaptive_scan,
                              SEGMENT_LENGTH, TRAVEL_COST)
-from em_ssl.models import build_model
 from em_ssl.scans import ScanPath, scan_path
 from em_ssl.synthetic import lattice_image
-
-
-@pytest.fixture(scope='module')
-def tiny():
-    torch.manual_seed(0)
-    return build_model('completion', size='tiny').init_weights(torch.rand(2, 2, 64, 64)).eval()
 
 
 @pytest.fixture(scope='module')

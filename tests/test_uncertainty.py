@@ -12,7 +12,6 @@ from em_ssl.inference import (complete, complete_normalised, normalise_partial, 
                               UNCERTAINTY_SCALE, UNCERTAINTY_Z95, UNCERTAINTY_WINDOW)
 from em_ssl.fill import fill_operator, linear_blur_fill
 from em_ssl.metrics import gaussian_blur
-from em_ssl.models import build_model
 from em_ssl.scans import simulate_partial_scan
 from em_ssl.synthetic import lattice_image
 
@@ -24,12 +23,6 @@ class Echo(nn.Module):
     divisor = 1
     def __init__(self): super().__init__(); self.w = nn.Parameter(torch.ones(()))
     def forward(self, x): return x[:, :1] * self.w
-
-
-@pytest.fixture(scope='module')
-def tiny():
-    torch.manual_seed(0)
-    return build_model('completion', size='tiny').init_weights(torch.rand(2, 2, 64, 64)).eval()
 
 
 @pytest.fixture(scope='module')
