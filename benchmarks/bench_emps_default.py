@@ -28,10 +28,14 @@ def main(argv=None):
     p.add_argument('--seed', type=int, default=0, help='which labelled images (the run itself uses the CLI default seed)')
     p.add_argument('--work', default=str(Path(os.environ.get('SCRATCH', Path.home() / 'em_ssl_scratch')) / 'bench_emps'))
     p.add_argument('--out', default=str(RESULTS))
+    p.add_argument('--tag', default='', help='results name suffix (emps_default_cli_TAG)')
+    p.add_argument('--cli-args', nargs=argparse.REMAINDER, default=[], help='extra em-ssl finetune options, e.g. --pretrained none')
     args = p.parse_args(argv)
     d = labelled_subset(Path(args.emps), args.labels, args.seed, Path(args.work))
-    run = Path(args.work) / 'default_cli'
-    cmd = ['em-ssl', 'finetune', 'segment', '--images', str(d / 'images'), '--targets', str(d / 'masks'), '--out', str(run), '--overwrite']
+    name = 'emps_default_cli' + (f'_{args.tag}' if args.tag else '')
+    run = Path(args.work) / name
+    cmd = ['em-ssl', 'finetune', 'segment', '--images', str(d / 'images'), '--targets', str(d / 'masks'), '--out', str(run),
+           '--overwrite', *args.cli_args]
     info = machine_info()
     t0 = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -43,15 +47,15 @@ def main(argv=None):
                test_dice_median=float(np.median(dice)), test_dice_worst=float(np.min(dice)), log=lines, machine=info,
                load_average_at_end=list(os.getloadavg()))
     ok_d, ok_t = res['test_dice_mean'] >= TARGET_DICE, minutes <= TARGET_MINUTES
-    md = (f"# Default CLI fine-tune on {args.labels} EMPS images\n\nCommand: `{res['command']}` (labelled images: seed {args.seed} "
+    md = (f"# {'Default CLI' if not args.cli_args else 'CLI'} fine-tune on {args.labels} EMPS images\n\nCommand: `{res['command']}` (labelled images: seed {args.seed} "
           f"draw from the EMPS train split)\n\nMachine: {info['cpu_model']}, {info['cpu_count']} cores, torch {info.get('torch')}, "
           f"commit {info['commit']}, load {info['load_average_at_start']} at start, {[round(v, 2) for v in res['load_average_at_end']]} at the end.\n\n"
           f"| wall time (min) | test images | Dice mean | median | worst image |\n|---|---|---|---|---|\n"
           f"| {minutes:.1f} | {len(dice)} | {res['test_dice_mean']:.3f} | {res['test_dice_median']:.3f} | {res['test_dice_worst']:.3f} |\n\n"
           f"Targets: Dice >= {TARGET_DICE}: {'MET' if ok_d else 'MISSED'}; <= {TARGET_MINUTES:g} min: {'MET' if ok_t else 'MISSED'}.\n\n"
           "Training log:\n\n" + '\n'.join(f'    {l}' for l in lines) + '\n')
-    Path(args.out, 'emps_default_cli.md').write_text(portable(md))
-    Path(args.out, 'emps_default_cli.json').write_text(portable(json.dumps(res, indent=1)))
+    Path(args.out, f'{name}.md').write_text(portable(md))
+    Path(args.out, f'{name}.json').write_text(portable(json.dumps(res, indent=1)))
     print(portable(md))
 
 
