@@ -36,6 +36,7 @@ def main(argv=None):
     run = Path(args.work) / name
     cmd = ['em-ssl', 'finetune', 'segment', '--images', str(d / 'images'), '--targets', str(d / 'masks'), '--out', str(run),
            '--overwrite', *args.cli_args]
+    __import__('torch')   # imported before the record, so that it names torch's version
     info = machine_info()
     t0 = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True)
