@@ -35,30 +35,33 @@ EMPS = ROOT / 'shared' / 'data' / 'stem_extra' / 'validation_only' / 'emps'   # 
 RESULTS = Path(__file__).resolve().parent / 'results'
 
 
+def link_images(src: Path, names, dest: Path) -> Path:
+    "`dest`/images and `dest`/masks: links to the files `names` of `src`/images and `src`/masks (nothing is copied)."
+    for k in ('images', 'masks'):
+        (dest / k).mkdir(parents=True, exist_ok=True)
+        for nm in names:
+            if not (dest / k / nm).exists(): os.symlink(src / k / nm, dest / k / nm)
+    return dest
+
+
 def labelled_subset(emps: Path, n: int, seed: int, work: Path) -> Path:
     "A folder of links to `n` seeded-random EMPS train images and their masks (images/, masks/)."
     names = sorted(p.name for p in (emps / 'train' / 'images').iterdir())
     if n > len(names): raise SystemExit(f"--budgets: {n} labels asked, the EMPS train split has {len(names)}")
-    pick = sorted(random.Random(seed).sample(names, n))
-    d = work / f'labels{n}_seed{seed}'
-    for k in ('images', 'masks'):
-        (d / k).mkdir(parents=True, exist_ok=True)
-        for nm in pick:
-            if not (d / k / nm).exists(): os.symlink(emps / 'train' / k / nm, d / k / nm)
-    return d
+    return link_images(emps / 'train', sorted(random.Random(seed).sample(names, n)), work / f'labels{n}_seed{seed}')
 
 
-def test_dice(model_path: Path, emps: Path, limit: int | None = None) -> list[float]:
-    "Foreground Dice (p > 0.5) of the fine-tuned model on each EMPS test image (an empty-vs-empty image scores 1)."
+def test_dice(model_path: Path, folder: Path, limit: int | None = None) -> list[float]:
+    "Foreground Dice (p > 0.5) of the fine-tuned model on each image of `folder`/images against `folder`/masks (empty vs empty: 1)."
     from em_ssl.finetune import load_finetuned, predict_array
     from em_ssl.io import load_image, normalize
     from em_ssl.labels import load_mask
     model, meta = load_finetuned(model_path, 'cpu')
     out = []
-    for f in sorted((emps / 'test' / 'images').iterdir())[:limit]:
+    for f in sorted((folder / 'images').iterdir())[:limit]:
         prob = predict_array(model, normalize(load_image(f)), 'segment', meta['n_out'])
         pred = (prob[0] > 0.5) if meta['n_out'] == 1 else (prob.argmax(0) > 0)
-        gt = load_mask(emps / 'test' / 'masks' / f.name, 2) > 0
+        gt = load_mask(folder / 'masks' / f.name, 2) > 0
         inter, tot = (pred & gt).sum(), pred.sum() + gt.sum()
         out.append(1.0 if tot == 0 else float(2 * inter / tot))
     return out
@@ -86,7 +89,7 @@ def one_run(name: str, spec: str, n: int, seed: int, args) -> dict:
     train_s = time.time() - t0
     import pandas as pd
     hist = pd.read_csv(out / 'metrics.csv')
-    dice = test_dice(out / 'model.pth', Path(args.emps), args.test_limit)
+    dice = test_dice(out / 'model.pth', Path(args.emps) / 'test', args.test_limit)
     return dict(init=name, spec=spec, labels=n, seed=seed, train_s=round(train_s, 1), test_images=len(dice),
                 test_dice_mean=float(np.mean(dice)), test_dice_worst=float(np.min(dice)), test_dice=dice,
                 valid_dice_per_epoch=[None if pd.isna(v) else float(v) for v in hist['dice']],

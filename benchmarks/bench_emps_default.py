@@ -42,7 +42,7 @@ def main(argv=None):
     proc = subprocess.run(cmd, capture_output=True, text=True)
     minutes = (time.time() - t0) / 60
     if proc.returncode: raise SystemExit(f"em-ssl failed:\n{proc.stderr[-2000:]}")
-    dice = test_dice(run / 'model.pth', Path(args.emps))
+    dice = test_dice(run / 'model.pth', Path(args.emps) / 'test')
     lines = [l for l in proc.stdout.splitlines() if l.startswith(('segment:', 'epoch'))]
     res = dict(command=' '.join(cmd), minutes=round(minutes, 2), test_images=len(dice), test_dice_mean=float(np.mean(dice)),
                test_dice_median=float(np.median(dice)), test_dice_worst=float(np.min(dice)), log=lines, machine=info,

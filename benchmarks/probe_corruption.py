@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_record import machine_info   # noqa: E402
-from bench_emps import EMPS, test_dice  # noqa: E402
+from bench_emps import EMPS, link_images, test_dice  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'
 RESULTS = Path(__file__).resolve().parent / 'results'
@@ -52,15 +52,8 @@ def probe_split(emps: Path, n_labels: int, n_valid: int, seed: int, work: Path) 
     "Links to `n_labels` EMPS train images (fine-tuning) and `n_valid` other train images (scoring), seeded."
     names = sorted(p.name for p in (emps / 'train' / 'images').iterdir())
     pick = random.Random(seed).sample(names, n_labels + n_valid)
-    dirs = []
-    for sub, nms in (('labels', pick[:n_labels]), ('valid', pick[n_labels:])):
-        d = work / 'probe_data' / sub
-        for k in ('images', 'masks'):
-            (d / k).mkdir(parents=True, exist_ok=True)
-            for nm in nms:
-                if not (d / k / nm).exists(): os.symlink(emps / 'train' / k / nm, d / k / nm)
-        dirs.append(d)
-    return dirs[0], dirs[1]
+    return (link_images(emps / 'train', pick[:n_labels], work / 'probe_data' / 'labels'),
+            link_images(emps / 'train', pick[n_labels:], work / 'probe_data' / 'valid'))
 
 
 def probe(pretrained, lab: Path, val: Path, out: Path, args) -> dict:
@@ -68,17 +61,8 @@ def probe(pretrained, lab: Path, val: Path, out: Path, args) -> dict:
     t0 = time.time()
     m = finetune_folders('segment', lab / 'images', lab / 'masks', pretrained=pretrained, arch=None if pretrained else 'unet_2_44',
                          epochs=args.probe_epochs, out=out, overwrite=True, crop=128, bs=8, epoch_size=64, seed=0)
-    d = _dice_on(m, val)
+    d = test_dice(m, val)
     return dict(dice_mean=float(np.mean(d)), dice_worst=float(np.min(d)), finetune_s=round(time.time() - t0, 1))
-
-
-def _dice_on(model_path: Path, folder: Path) -> list[float]:
-    "Dice of the model on the images/masks under `folder` (same rule as bench_emps.test_dice)."
-    fake = folder.parent / '_emps_view'
-    (fake / 'test').mkdir(parents=True, exist_ok=True)
-    for k in ('images', 'masks'):
-        if not (fake / 'test' / k).exists(): os.symlink(folder / k, fake / 'test' / k)
-    return test_dice(model_path, fake)
 
 
 def main(argv=None):
