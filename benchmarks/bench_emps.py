@@ -35,9 +35,9 @@ EMPS = ROOT / 'shared' / 'data' / 'stem_extra' / 'validation_only' / 'emps'   # 
 RESULTS = Path(__file__).resolve().parent / 'results'
 
 
-def link_images(src: Path, names, dest: Path) -> Path:
-    "`dest`/images and `dest`/masks: links to the files `names` of `src`/images and `src`/masks (nothing is copied)."
-    for k in ('images', 'masks'):
+def link_images(src: Path, names, dest: Path, kinds=('images', 'masks')) -> Path:
+    "`dest`/K for each K of `kinds`: links to the files `names` of `src`/K (nothing is copied)."
+    for k in kinds:
         (dest / k).mkdir(parents=True, exist_ok=True)
         for nm in names:
             if not (dest / k / nm).exists(): os.symlink(src / k / nm, dest / k / nm)
@@ -65,6 +65,13 @@ def test_dice(model_path: Path, folder: Path, limit: int | None = None) -> list[
         inter, tot = (pred & gt).sum(), pred.sum() + gt.sum()
         out.append(1.0 if tot == 0 else float(2 * inter / tot))
     return out
+
+
+def all_foreground_dice(folder: Path, limit: int | None = None) -> list[float]:
+    "The trivial baseline: Dice of predicting foreground everywhere, 2f/(1+f) for an image whose foreground share is f."
+    from em_ssl.labels import load_mask
+    f = [float((load_mask(m, 2) > 0).mean()) for m in sorted((folder / 'masks').iterdir())[:limit]]
+    return [2 * x / (1 + x) for x in f]
 
 
 def parse_spec(spec: str) -> tuple[str, str, dict]:
@@ -96,7 +103,7 @@ def one_run(name: str, spec: str, n: int, seed: int, args) -> dict:
                 phase_per_epoch=list(hist['phase']) if 'phase' in hist else None)
 
 
-def summarise(runs: list[dict], inits: list[str], budgets: list[int]) -> tuple[str, list[dict]]:
+def summarise(runs: list[dict], inits: list[str], budgets: list[int], trivial: list[float] | None = None) -> tuple[str, list[dict]]:
     rows, cells = [], {}
     for n in budgets:
         for name in inits:
@@ -106,6 +113,7 @@ def summarise(runs: list[dict], inits: list[str], budgets: list[int]) -> tuple[s
             cells[name, n] = m
             rows.append(f"| {n} | {name} | {len(r)} | {m.mean():.3f} ± {m.std(ddof=1) if len(m) > 1 else 0:.3f} | "
                         f"{min(m):.3f} | {min(x['test_dice_worst'] for x in r):.3f} | {np.mean([x['train_s'] for x in r]) / 60:.1f} |")
+    if trivial: rows.append(f"| - | baseline: foreground everywhere | - | {np.mean(trivial):.3f} | - | {min(trivial):.3f} | - |")
     table = ("| labels | init | seeds | test Dice, mean ± sd over seeds | worst seed | worst image | minutes/run |\n"
              "|---|---|---|---|---|---|---|\n" + "\n".join(rows))
     verdicts = []
@@ -128,7 +136,7 @@ def summarise(runs: list[dict], inits: list[str], budgets: list[int]) -> tuple[s
     return table + "\n\nTargets (mean over seeds of the mean test Dice; differences pretrained - random):\n\n" + vt, verdicts
 
 
-def plot(runs: list[dict], inits: list[str], budgets: list[int], path: Path):
+def plot(runs: list[dict], inits: list[str], budgets: list[int], path: Path, trivial: list[float] | None = None):
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -143,6 +151,7 @@ def plot(runs: list[dict], inits: list[str], budgets: list[int], path: Path):
                 v = [np.nan if d is None else d for d in x['valid_dice_per_epoch']]
                 a2.plot(range(1, len(v) + 1), v, color=a1.lines[-1].get_color() if a1.lines else None, alpha=0.6,
                         label=name if x['seed'] == min(r['seed'] for r in runs if r['init'] == name) else None)
+    if trivial: a1.axhline(np.mean(trivial), ls='--', color='gray', label='foreground everywhere')
     a1.set(xscale='log', xticks=budgets, xticklabels=budgets, xlabel='labelled training images', ylabel='Dice on 99 EMPS test images',
            title='EMPS segmentation: test Dice (mean ± sd over seeds)')
     a2.set(xlabel='epoch', ylabel='validation Dice (own held-out labels)', title=f'per-epoch validation Dice, {budgets[len(budgets) // 2]} labels')
@@ -192,9 +201,11 @@ def main(argv=None):
                 print(f"{name:>14} labels {n:>3} seed {seed}: test Dice {r['test_dice_mean']:.3f} (worst image "
                       f"{r['test_dice_worst']:.3f}), {r['train_s'] / 60:.1f} min", flush=True)
     runs = [r for r in rec['runs'] if r['init'] in inits and r['labels'] in args.budgets]
-    table, verdicts = summarise(runs, list(inits), args.budgets)
+    trivial = all_foreground_dice(Path(args.emps) / 'test', args.test_limit)
+    rec['baseline_foreground_everywhere'] = trivial
+    table, verdicts = summarise(runs, list(inits), args.budgets, trivial)
     rec['summary'] = verdicts; runs_file.write_text(json.dumps(rec, indent=1))
-    plot(runs, list(inits), args.budgets, out / f'emps_{args.tag}.png')
+    plot(runs, list(inits), args.budgets, out / f'emps_{args.tag}.png', trivial)
     m = rec['machine']
     cmds = '\n'.join(f'    {c}' for c in rec.get('commands', [rec.get('command', '')]))
     md = (f"# EMPS few-label segmentation ({args.tag})\n\nCommands (runs accumulate in emps_{args.tag}_runs.json):\n\n{cmds}\n\nMachine: {m['cpu_model']}, "

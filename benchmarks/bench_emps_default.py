@@ -16,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_record import machine_info, portable   # noqa: E402
-from bench_emps import EMPS, RESULTS, labelled_subset, test_dice   # noqa: E402
+from bench_emps import EMPS, RESULTS, all_foreground_dice, labelled_subset, test_dice   # noqa: E402
 
 TARGET_DICE, TARGET_MINUTES = 0.75, 10.0   # issue 9
 
@@ -43,9 +43,10 @@ def main(argv=None):
     minutes = (time.time() - t0) / 60
     if proc.returncode: raise SystemExit(f"em-ssl failed:\n{proc.stderr[-2000:]}")
     dice = test_dice(run / 'model.pth', Path(args.emps) / 'test')
+    trivial = all_foreground_dice(Path(args.emps) / 'test')
     lines = [l for l in proc.stdout.splitlines() if l.startswith(('segment:', 'epoch'))]
     res = dict(command=' '.join(cmd), minutes=round(minutes, 2), test_images=len(dice), test_dice_mean=float(np.mean(dice)),
-               test_dice_median=float(np.median(dice)), test_dice_worst=float(np.min(dice)), log=lines, machine=info,
+               test_dice_median=float(np.median(dice)), test_dice_worst=float(np.min(dice)), baseline_foreground_everywhere=float(np.mean(trivial)), log=lines, machine=info,
                load_average_at_end=list(os.getloadavg()))
     ok_d, ok_t = res['test_dice_mean'] >= TARGET_DICE, minutes <= TARGET_MINUTES
     md = (f"# {'Default CLI' if not args.cli_args else 'CLI'} fine-tune on {args.labels} EMPS images\n\nCommand: `{res['command']}` (labelled images: seed {args.seed} "
@@ -53,6 +54,7 @@ def main(argv=None):
           f"commit {info['commit']}, load {info['load_average_at_start']} at start, {[round(v, 2) for v in res['load_average_at_end']]} at the end.\n\n"
           f"| wall time (min) | test images | Dice mean | median | worst image |\n|---|---|---|---|---|\n"
           f"| {minutes:.1f} | {len(dice)} | {res['test_dice_mean']:.3f} | {res['test_dice_median']:.3f} | {res['test_dice_worst']:.3f} |\n\n"
+          f"Baseline in the same run: predicting foreground everywhere scores Dice {np.mean(trivial):.3f} on these test images.\n\n"
           f"Targets: Dice >= {TARGET_DICE}: {'MET' if ok_d else 'MISSED'}; <= {TARGET_MINUTES:g} min: {'MET' if ok_t else 'MISSED'}.\n\n"
           "Training log:\n\n" + '\n'.join(f'    {l}' for l in lines) + '\n')
     Path(args.out, f'{name}.md').write_text(portable(md))

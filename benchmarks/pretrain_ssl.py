@@ -27,6 +27,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--data', type=Path, default=DATA)
     p.add_argument('--out', type=Path, required=True, help='run folder (pretrained.pth, last_state.pth, metrics.csv)')
+    p.add_argument('--arch', default='unet_2_44', help='generator architecture (a registered model name, e.g. hrnet)')
     p.add_argument('--setting', default='weak', choices=list(SETTINGS), help='corruption setting (probe_corruption.SETTINGS)')
     p.add_argument('--minutes', type=float, default=30.0)
     p.add_argument('--crop', type=int, default=128)
@@ -44,7 +45,7 @@ def main(argv=None):
     cmd = 'python benchmarks/pretrain_ssl.py ' + ' '.join(sys.argv[1:])
     t0 = time.time()
     if not args.record_only:
-        pretrain_folder(files, args.out, epochs=100000, crop=args.crop, bs=args.bs, n_crops=args.n_crops, seed=0,
+        pretrain_folder(files, args.out, arch=args.arch, epochs=100000, crop=args.crop, bs=args.bs, n_crops=args.n_crops, seed=0,
                         resume=args.resume, overwrite=not args.resume, corruption=Corruption(**SETTINGS[args.setting]),
                         max_minutes=args.minutes, critic_kwargs={'ndf': 32}, extra={'command': cmd, 'threads': args.threads})
         log = args.out / 'sessions.json'
