@@ -13,9 +13,9 @@ from .cli_scan import SCAN_COMMANDS
 
 # %% auto #0
 __all__ = ['NAMED_TYPES', 'COMMANDS', 'COMMAND_LINE', 'FINETUNE_TASKS', 'nonneg_int', 'pos_int', 'pos_float', 'fraction',
-           'nonneg_float', 'coverage', 'shape_hw', 'json_dict', 'none_or_str', 'missing_docments', 'add_command',
-           'command', 'check_outputs', 'write_together', 'simulate', 'complete', 'demo', 'info', 'pretrain',
-           'learning_rate', 'finetune', 'predict', 'train_completion', 'build_parser', 'flag_hints', 'main']
+           'probability', 'nonneg_float', 'coverage', 'shape_hw', 'json_dict', 'none_or_str', 'missing_docments',
+           'add_command', 'command', 'check_outputs', 'write_together', 'simulate', 'complete', 'demo', 'info',
+           'pretrain', 'learning_rate', 'finetune', 'predict', 'train_completion', 'build_parser', 'flag_hints', 'main']
 
 # %% ../nbs/21_cli.ipynb #a8a14f55
 def _number(s, cast, what: str):
@@ -44,6 +44,12 @@ def fraction(s) -> float:
     "Parse a fraction in [0, 1) (e.g. the share of data kept for validation)."
     v = _number(s, float, "a fraction in [0, 1)")
     if not 0 <= v < 1: raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1), got {s}")
+    return v
+
+def probability(s) -> float:
+    "Parse a probability in [0, 1]."
+    v = _number(s, float, "a probability in [0, 1]")
+    if not 0 <= v <= 1: raise argparse.ArgumentTypeError(f"must be a probability in [0, 1], got {s}")
     return v
 
 def nonneg_float(s) -> float:
@@ -86,7 +92,7 @@ def none_or_str(s) -> str | None:
 NAMED_TYPES = dict(seed=nonneg_int, page=nonneg_int, num_workers=nonneg_int, freeze_epochs=nonneg_int,
                    epochs=pos_int, crop=pos_int, bs=pos_int, n_classes=pos_int, n_crops=pos_int,
                    epoch_size=pos_int, tile=pos_int, threads=pos_int, lr=pos_float, dose=pos_float,
-                   radius=pos_float, max_minutes=pos_float, minutes=pos_float, lr_mult=pos_float, valid_pct=fraction, holdout=fraction,
+                   radius=pos_float, max_minutes=pos_float, minutes=pos_float, lr_mult=pos_float, invert_p=probability, valid_pct=fraction, holdout=fraction,
                    coverage=coverage, shape=shape_hw, dwell_us=pos_float, flyback_us=nonneg_float, budget=pos_float)
 
 # %% ../nbs/21_cli.ipynb #0a5d1a01

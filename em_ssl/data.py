@@ -22,7 +22,7 @@ from .metrics import gaussian_blur
 
 # %% auto #0
 __all__ = ['find_micrographs', 'ImageRef', 'list_images', 'Region', 'full_regions', 'split_by_file', 'CropDataset',
-           'PartialScanTransform', 'IntensityTransform', 'crop_dataloaders']
+           'PartialScanTransform', 'IntensityTransform', 'RandomInvert', 'crop_dataloaders']
 
 # %% ../nbs/07_data.ipynb #c9877654
 def find_micrographs(paths,               # a folder, a micrograph file, or a list of them
@@ -366,6 +366,24 @@ class IntensityTransform(ItemTransform):
         if float(sig.max()) > 0: v = self._blur(v, sig)
         v = (o.view(-1, 1, 1, 1) + c.view(-1, 1, 1, 1) * v).clamp(0, 1)
         return (TensorImage(v),) + b[1:]
+
+# %% ../nbs/07_data.ipynb #rinv0002
+class RandomInvert(ItemTransform):
+    "Batch transform: each input image [B,1,H,W] in [0,1] becomes 1 - x with probability `p`; targets are unchanged."
+    order = 16  # after IntensityTransform (15)
+    def __init__(self, p: float = 0.5,             # probability of inverting an item
+                 seed: int | None = None):         # seeds the transform's generator
+        super().__init__()
+        if not 0 <= p <= 1: raise ValueError(f"p must be in [0, 1], got {p}")
+        self.p, self.generator = p, torch.Generator()
+        if seed is not None: self.generator.manual_seed(seed)
+        else: self.generator.seed()
+
+    def encodes(self, b):
+        b = tuple(b) if isinstance(b, (tuple, list)) else (b,)
+        x = b[0]
+        flip = (torch.rand(x.shape[0], generator=self.generator) < self.p).view(-1, *[1] * (x.ndim - 1)).to(x.device)
+        return (TensorImage(torch.where(flip, 1 - x.as_subclass(torch.Tensor), x.as_subclass(torch.Tensor))),) + b[1:]
 
 # %% ../nbs/07_data.ipynb #54894a8e
 def crop_dataloaders(train_ds: CropDataset,           # training crops

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import os, shlex, sys
 from functools import partial
+from typing import Literal
 from pathlib import Path
 import numpy as np
 import torch
@@ -14,12 +15,13 @@ from torch import nn, Tensor
 
 # %% auto #0
 __all__ = ['TASKS', 'RESTORATION_TASKS', 'PAPER_FINETUNE_LR', 'DEFAULT_ARCH', 'HEAD_PREFIX', 'L1_WEIGHT', 'L2_WEIGHT',
-           'FOCAL_GAMMA', 'FOCAL_ALPHA', 'CLASS_WEIGHT_RANGE', 'COLLAPSE_SHARE', 'COLLAPSE_EMPTY', 'NORMALISATION',
-           'PREDICT_TILE', 'PREDICT_OVERLAP', 'STATE_FILE', 'check_task', 'L1L2Loss', 'transfer_weights', 'task_n_out',
-           'finetune_model', 'tiny_pretrained_checkpoint', 'soft_dice_loss', 'class_weights', 'SegmentationLoss',
-           'task_loss_metrics', 'EpochHistory', 'HistoryCSVLogger', 'PredictionCollapseWarning', 'collapse_message',
-           'CollapseCheck', 'FinetuneLearner', 'finetune_learner', 'save_finetuned', 'load_finetuned', 'predict_array',
-           'predict_files', 'parse_lr', 'find_lr', 'finetune_folders']
+           'FOCAL_GAMMA', 'FOCAL_ALPHA', 'CLASS_WEIGHT_RANGE', 'SEGMENTATION_LOSSES', 'COLLAPSE_SHARE',
+           'COLLAPSE_EMPTY', 'NORMALISATION', 'PREDICT_TILE', 'PREDICT_OVERLAP', 'STATE_FILE', 'check_task', 'L1L2Loss',
+           'transfer_weights', 'task_n_out', 'finetune_model', 'tiny_pretrained_checkpoint', 'soft_dice_loss',
+           'class_weights', 'SegmentationLoss', 'task_loss_metrics', 'EpochHistory', 'HistoryCSVLogger',
+           'PredictionCollapseWarning', 'collapse_message', 'CollapseCheck', 'FinetuneLearner', 'finetune_learner',
+           'save_finetuned', 'load_finetuned', 'predict_array', 'predict_files', 'parse_lr', 'find_lr',
+           'finetune_folders']
 
 # %% ../nbs/20_finetune.ipynb #294c06e0
 import csv, math, warnings
@@ -29,7 +31,7 @@ from fastai.data.core import DataLoaders
 from fastai.optimizer import Adam
 from fastai.torch_core import set_seed
 from . import io as emio
-from .data import find_micrographs
+from .data import find_micrographs, RandomInvert
 from .labels import (DEFAULT_CROP, name_list, match_files, read_coords, load_mask, targets_kind, pairs_dls,
                            segmentation_dls, paired_dls, coords_dls)
 from .checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint, load_model
@@ -154,17 +156,20 @@ def class_weights(freq, n_classes: int) -> Tensor:
     f = np.pad(np.asarray(freq, np.float64)[:n_classes], (0, max(0, n_classes - len(freq))))
     return torch.tensor(np.clip(1 / (n_classes * np.maximum(f, 1e-12)), *CLASS_WEIGHT_RANGE), dtype=torch.float32)
 
+SEGMENTATION_LOSSES = ('focal_dice', 'bce')   # the `loss` options of a segmentation fine-tune, see the table above
+
 class SegmentationLoss(nn.Module):
     "Binary: focal loss + soft Dice; `n_classes` > 2: cross-entropy (with `weight`s) + soft Dice of the softmax."
     def __init__(self, n_classes: int = 2, weight: Tensor | None = None, gamma: float = FOCAL_GAMMA,
-                 alpha: float = FOCAL_ALPHA, dice_weight: float = 1.0):
+                 alpha: float | None = FOCAL_ALPHA, # foreground weight; None: none (gamma 0, alpha None: plain BCE)
+                 dice_weight: float = 1.0):
         super().__init__()
         self.n_classes, self.weight, self.gamma, self.alpha, self.dice_weight = n_classes, weight, gamma, alpha, dice_weight
     def forward(self, out: Tensor, target: Tensor) -> Tensor:
         out, target = out.as_subclass(Tensor).float(), target.as_subclass(Tensor)
         if self.n_classes == 2:
             y = target.float().view_as(out); p = torch.sigmoid(out)
-            pt, a = p * y + (1 - p) * (1 - y), self.alpha * y + (1 - self.alpha) * (1 - y)
+            pt, a = p * y + (1 - p) * (1 - y), 1. if self.alpha is None else self.alpha * y + (1 - self.alpha) * (1 - y)
             focal = (a * (1 - pt) ** self.gamma * F.binary_cross_entropy_with_logits(out, y, reduction='none')).mean()
             return focal + self.dice_weight * soft_dice_loss(p, y)
         t = target.long().view(out.shape[0], *out.shape[2:])
@@ -172,12 +177,16 @@ class SegmentationLoss(nn.Module):
         onehot = F.one_hot(t, self.n_classes).permute(0, 3, 1, 2).float()
         return F.cross_entropy(out, t, weight=w) + self.dice_weight * soft_dice_loss(torch.softmax(out, 1), onehot)
 
-def task_loss_metrics(task: str, n_classes: int = 2, class_freq=None) -> tuple[nn.Module, list]:
+def task_loss_metrics(task: str, n_classes: int = 2, class_freq=None, loss: str = 'focal_dice') -> tuple[nn.Module, list]:
     "Loss function and metrics of a task (see the table above); `class_freq`: the training masks' class shares."
     task = check_task(task)
+    if loss not in SEGMENTATION_LOSSES: raise ValueError(f"loss must be one of {', '.join(SEGMENTATION_LOSSES)}, got {loss!r}")
     if task != 'segment':
         return L1L2Loss(), [ItemMetric(_l1, 'l1'), ItemMetric(psnr, 'psnr', activation=_clamp01),
                             ItemMetric(ssim, 'ssim', activation=_clamp01)]
+    if loss == 'bce':   # the paper's: (binary) cross-entropy alone, unweighted
+        return (SegmentationLoss(gamma=0., alpha=None, dice_weight=0.), [Dice(sigmoid=True)]) if n_classes == 2 else \
+               (SegmentationLoss(n_classes, dice_weight=0.), [DiceMulti(n_classes)] + [_class_dice(c, n_classes) for c in range(1, n_classes)])
     if n_classes == 2: return SegmentationLoss(), [Dice(sigmoid=True)]
     w = None if class_freq is None else class_weights(class_freq, n_classes)
     return SegmentationLoss(n_classes, w), [DiceMulti(n_classes)] + [_class_dice(c, n_classes) for c in range(1, n_classes)]
@@ -299,7 +308,7 @@ class FinetuneLearner(ResumableLearner):
 # %% ../nbs/20_finetune.ipynb #3710d3f1
 def finetune_learner(dls: DataLoaders, task: str = 'segment', pretrained='default', arch: str | None = None,
                      n_classes: int | None = None, arch_kwargs: dict | None = None, new_head: bool | None = None,
-                     lr: float = PAPER_FINETUNE_LR, metrics=None, cbs=None, **kwargs) -> FinetuneLearner:
+                     lr: float = PAPER_FINETUNE_LR, metrics=None, cbs=None, loss: str = 'focal_dice', **kwargs) -> FinetuneLearner:
     "Fine-tuning `Learner` for `task` from a pretrained generator (`'default'`, a file) or random weights (`None`)."
     task = check_task(task)
     if n_classes is None: n_classes = getattr(dls, 'n_classes', None) or 2
@@ -308,7 +317,7 @@ def finetune_learner(dls: DataLoaders, task: str = 'segment', pretrained='defaul
     if task != 'segment' and getattr(dls, 'task', 'restore') == 'segment':
         raise ValueError(f"task={task!r} needs image targets (paired_dls), got segmentation DataLoaders")
     model, info = finetune_model(task, pretrained, arch, n_classes, arch_kwargs, new_head)
-    loss, task_metrics = task_loss_metrics(task, n_classes, getattr(dls, 'class_freq', None))
+    loss, task_metrics = task_loss_metrics(task, n_classes, getattr(dls, 'class_freq', None), loss)
     learn = FinetuneLearner(dls, model, loss_func=loss, opt_func=partial(Adam, eps=1e-8, wd=0.), lr=lr, splitter=body_head_splitter,
                             metrics=task_metrics if metrics is None else metrics, cbs=[EpochHistory(), CollapseCheck()] + list(cbs or []),
                             model_name=info['arch'], model_config=model_config(model)['config'], **kwargs)
@@ -380,7 +389,7 @@ def predict_files(ckpt: str | Path,              # fine-tuned checkpoint (`model
 # %% ../nbs/20_finetune.ipynb #c7d8e9f0
 STATE_FILE = 'last_state.pth'   # training state of an unfinished `finetune_folders` run, in `out`
 _RESUME_SAME = ('task', 'pretrained', 'arch', 'epochs', 'seed', 'crop', 'bs', 'n_classes', 'lr', 'valid_pct', 'radius',
-                'freeze_epochs', 'epoch_size', 'lr_mult')   # options a resumed run must share with the interrupted one
+                'freeze_epochs', 'epoch_size', 'lr_mult', 'loss', 'invert_p')   # options a resumed run must share with the interrupted one
 _INT_MIN = {'epochs': 1, 'bs': 1, 'crop': 16, 'n_classes': 2, 'seed': 0, 'freeze_epochs': 0, 'epoch_size': 1}
 _OPTIONAL = ('freeze_epochs', 'epoch_size', 'max_minutes')   # None allowed
 def _check_numbers(**kw):
@@ -391,6 +400,7 @@ def _check_numbers(**kw):
         if k in _INT_MIN and not (num and float(v).is_integer() and v >= _INT_MIN[k]): raise ValueError(f"{k} must be an int >= {_INT_MIN[k]}, got {v!r}")
         if k in ('radius', 'max_minutes', 'lr_mult') and not (num and v > 0): raise ValueError(f"{k} must be a number > 0, got {v!r}")
         if k == 'valid_pct' and not (num and 0 <= v < 1): raise ValueError(f"valid_pct must be in [0, 1), got {v!r}")
+        if k == 'invert_p' and not (num and 0 <= v <= 1): raise ValueError(f"invert_p must be in [0, 1], got {v!r}")
 
 def parse_lr(lr) -> float | str:
     "A learning rate: a number > 0 (or its text, e.g. '1e-3'), or 'find' (use fastai's `lr_find` suggestion)."
@@ -427,11 +437,14 @@ def finetune_folders(task: str,                      # downstream task: segment,
                      freeze_epochs: int | None = None, # epochs training only the head on the frozen pretrained body first (None: 1 if pretrained, else 0)
                      epoch_size: int | None = None,  # random crops per training epoch (None: the images' tiles, at least 128)
                      lr_mult: float = 1.0,           # discriminative learning rates once unfrozen: the body gets lr / lr_mult, the new head lr (1: one rate)
+                     loss: Literal['focal_dice', 'bce'] = 'focal_dice', # segmentation loss: focal + soft Dice (sparse foreground, e.g. atoms) or the paper's plain BCE
+                     invert_p: float = 0.0,          # segmentation: probability of inverting a training crop's contrast (dark and bright particles alike)
                      max_minutes: float | None = None, # stop after this many minutes, saving the state for resume (None: no limit)
                     ) -> Path:
     "Fine-tune on `images`/`targets` folders; writes `out/model.pth` (a `finetuned` checkpoint), `out/metrics.csv`, `out/predictions.png`."
     task, lr = check_task(task), parse_lr(lr)
-    _check_numbers(**{k: v for k, v in locals().items() if k in (*_INT_MIN, 'radius', 'max_minutes', 'valid_pct', 'lr_mult')})
+    _check_numbers(**{k: v for k, v in locals().items() if k in (*_INT_MIN, 'radius', 'max_minutes', 'valid_pct', 'lr_mult', 'invert_p')})
+    if invert_p and task != 'segment': raise ValueError(f"contrast inversion is for segmentation (a {task} target would have to be inverted too): use invert_p=0")
     if overwrite and resume: raise ValueError("pass either overwrite=True (start afresh) or resume=True (continue), not both")
     out = Path(out); state, csv = out/STATE_FILE, out/'metrics.csv'
     if out.exists() and not out.is_dir(): raise FileExistsError(f"{out} exists and is not a folder")
@@ -444,7 +457,8 @@ def finetune_folders(task: str,                      # downstream task: segment,
     if task == 'segment':
         dls = coords_dls(images, targets, radius=radius, **kw) if targets_kind(images, targets) == 'coords' else segmentation_dls(images, targets, n_classes=n_classes, **kw)
     else: dls = paired_dls(images, targets, **kw)
-    learn = finetune_learner(dls, task, pretrained=pretrained, arch=arch, n_classes=n_classes, lr=PAPER_FINETUNE_LR if lr == 'find' else lr, path=out, model_dir='.',
+    if invert_p: dls.train.after_batch.add(RandomInvert(invert_p, seed=seed))
+    learn = finetune_learner(dls, task, pretrained=pretrained, arch=arch, n_classes=n_classes, lr=PAPER_FINETUNE_LR if lr == 'find' else lr, path=out, model_dir='.', loss=loss,
                              cbs=[HistoryCSVLogger('metrics.csv'), TrainingCheckpoint(STATE_FILE, max_minutes=max_minutes)])
     learn.settings = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items() if k in _RESUME_SAME}
     start = 0

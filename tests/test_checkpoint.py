@@ -249,6 +249,17 @@ def test_default_completion_model_matches_its_record():
     assert not any('validation_only' in f for f in rec['data']['files'])
 
 
+@pytest.mark.parametrize('name', [n for n, k in BUNDLED.items() if k == 'pretrained' and n != 'ssl_unet_small'])
+def test_bundled_pretrained_generator_matches_its_record(name):
+    "The record beside a bundled generator names its weights, its data (never the evaluation sets) and its licenses."
+    ck = load_checkpoint(name, 'pretrained')
+    rec = json.loads((WEIGHTS_DIR / f'{name}.json').read_text())
+    assert rec['weights_sha256'] == weights_digest(ck['weights']) and rec['arch'] == ck['model']['name']
+    assert rec['size_bytes'] == (WEIGHTS_DIR / f'{name}.pth').stat().st_size
+    assert rec['data']['labels_used'] is False and 'validation_only' in rec['data']['never_used']
+    assert (WEIGHTS_DIR / f'{name}_DATA_LICENSES.md').is_file() and rec['commands']
+
+
 def test_bundled_critic_rebuilds():
     ck = load_checkpoint('ssl_unet_small', 'pretrained')
     c = ck['extra']['critic']

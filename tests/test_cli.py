@@ -125,6 +125,8 @@ def test_pretrain_parses_and_forwards(monkeypatch, tmp_path, capsys):
     (["finetune", "paint", "--images", "i", "--targets", "t"], "invalid choice: 'paint'"),
     (["predict", "c.pth", "x.tif", "-o", "out", "--tile", "-5"], "--tile: must be a positive integer"),
     (["finetune", "segment", "--images", "i", "--targets", "t", "--lr-mult", "0"], "--lr-mult: must be a positive number, got 0"),
+    (["finetune", "segment", "--images", "i", "--targets", "t", "--loss", "dice"], "invalid choice: 'dice'"),
+    (["finetune", "segment", "--images", "i", "--targets", "t", "--invert-p", "1.5"], "--invert-p: must be a probability in [0, 1], got 1.5"),
 ])
 def test_bad_values_name_the_option(capsys, argv, flag):
     code, _, err = run(capsys, *argv)

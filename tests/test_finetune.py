@@ -205,6 +205,29 @@ def test_finetune_folders_segment_from_coords_random_init(data, tmp_path):
     assert p.shape == (64, 64) and 0 <= p.min() and p.max() <= 1
 
 
+def test_finetune_folders_bce_and_polarity_augmentation(data, tmp_path):
+    "loss='bce' and invert_p reach the learner and the training batches; bad values fail before anything is written."
+    ck = finetune_folders('segment', data['atoms'] / 'images', data['atoms'] / 'coords', pretrained=None, arch='unet_2_44',
+                          epochs=1, crop=32, bs=2, out=tmp_path / 'seg', epoch_size=2, loss='bce', invert_p=1.0)
+    assert load_finetuned(ck)[1]['task'] == 'segment'
+    from em_ssl.data import RandomInvert
+    from em_ssl.labels import coords_dls
+    dls = coords_dls(data['atoms'] / 'images', data['atoms'] / 'coords', crop=32, bs=2, epoch_size=2)
+    torch.manual_seed(0); x0 = dls.train.one_batch()[0]
+    dls.train.after_batch.add(RandomInvert(1.0))
+    torch.manual_seed(0); x1 = dls.train.one_batch()[0]
+    assert torch.allclose(x1, 1 - x0)   # the same crops, inverted
+    for kw, msg in ((dict(invert_p=1.5), 'invert_p must be in'), (dict(loss='dice'), 'loss must be one of')):
+        with pytest.raises(ValueError, match=msg):
+            finetune_folders('segment', data['atoms'] / 'images', data['atoms'] / 'coords', pretrained=None, arch='unet_2_44',
+                             epochs=1, crop=32, bs=2, out=tmp_path / 'bad', epoch_size=2, **kw)
+        assert not (tmp_path / 'bad').exists()
+    with pytest.raises(ValueError, match="contrast inversion is for segmentation"):
+        finetune_folders('denoise', data['den'] / 'images', data['den'] / 'targets', pretrained=data['ckpt'], invert_p=0.5,
+                         out=tmp_path / 'bad')
+    assert not (tmp_path / 'bad').exists()
+
+
 def test_predict_errors(data, tmp_path):
     with pytest.raises(FileNotFoundError, match='missing.pth'):
         predict_files(tmp_path / 'missing.pth', data['np'] / 'images', tmp_path / 'o')
