@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_record import machine_info, portable   # noqa: E402
-from bench_emps import link_images, parse_spec     # noqa: E402
+from bench_emps import link_images, parse_spec, random_reference   # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PAIRS = ROOT / 'shared' / 'data' / 'stem_extra' / 'pairs_tkrem'   # default of --pairs
@@ -99,13 +99,13 @@ def summarise(runs: list[dict], inits: list[str], budgets: list[int], base: dict
     table = ("| training pairs | init | seeds | test PSNR dB, mean ± sd over seeds | worst test image (any seed) | SSIM | minutes/run |\n"
              "|---|---|---|---|---|---|---|\n" + "\n".join(rows))
     verdicts = []
-    rnd = [i for i in inits if i.startswith('random')]
     for p in [i for i in inits if 'random' not in i]:
+        r = random_reference(p, inits)
         for n in budgets:
-            if rnd and (p, n) in cells and (rnd[0], n) in cells:
-                a, b = cells[p, n], cells[rnd[0], n]
+            if r and (p, n) in cells and (r, n) in cells:
+                a, b = cells[p, n], cells[r, n]
                 spread = max(a.std(ddof=1) if len(a) > 1 else 0, b.std(ddof=1) if len(b) > 1 else 0)
-                verdicts.append(dict(name=f"{p} >= {rnd[0]} within the seed spread at {n} pairs", value=float(a.mean() - b.mean()),
+                verdicts.append(dict(name=f"{p} >= {r} within the seed spread at {n} pairs", value=float(a.mean() - b.mean()),
                                      threshold=-float(spread), met=bool(a.mean() - b.mean() >= -spread)))
     vt = "\n".join(f"- {v['name']}: difference {v['value']:+.2f} dB (needs >= {v['threshold']:+.2f}) -> "
                    f"{'MET' if v['met'] else 'MISSED'}" for v in verdicts)

@@ -74,6 +74,12 @@ def all_foreground_dice(folder: Path, limit: int | None = None) -> list[float]:
     return [2 * x / (1 + x) for x in f]
 
 
+def random_reference(name: str, inits) -> str | None:
+    "The random init a pretrained init `name` is compared with: `name` with 'pretrained' -> 'random' if given, else 'random'."
+    ref = name.replace('pretrained', 'random')
+    return ref if ref != name and ref in inits else ('random' if 'random' in inits else None)
+
+
 def parse_spec(spec: str) -> tuple[str, str, dict]:
     "'PRETRAINED[:ARCH][@k=v,...]' -> (pretrained, arch, options)."
     spec, _, opts = spec.partition('@')
@@ -117,11 +123,8 @@ def summarise(runs: list[dict], inits: list[str], budgets: list[int], trivial: l
     table = ("| labels | init | seeds | test Dice, mean ± sd over seeds | worst seed | worst image | minutes/run |\n"
              "|---|---|---|---|---|---|---|\n" + "\n".join(rows))
     verdicts = []
-    pre = [i for i in inits if not i.startswith('random') and 'random' not in i]
-    rnd = [i for i in inits if i.startswith('random')]
-    pre = [i for i in pre if i not in rnd]
-    for p in pre:
-        for r in rnd[:1]:
+    for p in [i for i in inits if 'random' not in i]:
+        for r in [x for x in [random_reference(p, inits)] if x]:
             for n in budgets:
                 if (p, n) not in cells or (r, n) not in cells: continue
                 a, b = cells[p, n], cells[r, n]
@@ -131,6 +134,10 @@ def summarise(runs: list[dict], inits: list[str], budgets: list[int], trivial: l
                 if n in (5, 10):
                     verdicts.append(dict(name=f"{p} >= {r} + 0.03 at {n} labels", value=float(a.mean() - b.mean()),
                                          threshold=0.03, met=bool(a.mean() - b.mean() >= 0.03)))
+    if trivial:
+        for (name, n), m in cells.items():
+            verdicts.append(dict(name=f"{name} beats 'foreground everywhere' at {n} labels", value=float(m.mean() - np.mean(trivial)),
+                                 threshold=0.0, met=bool(m.mean() > np.mean(trivial))))
     vt = "\n".join(f"- {v['name']}: difference {v['value']:+.3f} (needs {'>=' } {v['threshold']:+.3f}) -> "
                    f"{'MET' if v['met'] else 'MISSED'}" for v in verdicts)
     return table + "\n\nTargets (mean over seeds of the mean test Dice; differences pretrained - random):\n\n" + vt, verdicts
