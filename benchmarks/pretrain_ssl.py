@@ -58,6 +58,7 @@ def main(argv=None):
         ck = args.out / 'pretrained.pth'
         meta = load_checkpoint(ck, 'pretrained')
         h = pd.read_csv(args.out / 'metrics.csv')
+        if 'partial_epoch' in h: h = h[h['partial_epoch'] != True].drop(columns='partial_epoch')   # noqa: E712 (a budget-cut epoch)
         args.ship.parent.mkdir(parents=True, exist_ok=True)
         scratch = str(args.out.parent)
         def portable(v):   # no machine paths in shipped bytes: data relative to the collection, scratch as $SCRATCH
@@ -83,7 +84,8 @@ def main(argv=None):
                'body_head': "parameters named 'head.*' = output 1x1 conv; all others = body (transferred by fine-tuning)",
                'pretext': Corruption(**SETTINGS[args.setting]).to_dict(), 'pretext_setting': args.setting,
                'pretext_choice': 'chosen by benchmarks/probe_corruption.py (benchmarks/results/corruption_probe.md): '
-                                 + ', '.join(f"{k} {v['dice_mean']:.3f}" for k, v in probe['results'].items()),
+                                 + ', '.join(f"{k} {v['dice_mean']:.3f}" for k, v in probe['results'].items())
+                                 + ('' if meta['model']['name'] == 'unet_2_44' else ' (the probe pretrained unet_2_44; the setting is reused for this architecture)'),
                'objective': 'LSGAN + 100 * L1 (Kazimi et al. 2024 sec. 4.1), Adam betas (0.5, 0.999), lr 2e-4',
                'commands': [portable(s['command']) for s in sessions], 'sessions': portable(sessions),
                'minutes_total': round(sum(s['minutes'] for s in sessions), 1),

@@ -235,7 +235,7 @@ def upgrade_checkpoint(d,                      # what `read_torch` returned
 # %% ../nbs/08_checkpoint.ipynb #61d38e9f
 WEIGHTS_DIR = Path(str(pkg_files('em_ssl') / 'weights'))   # the bundled checkpoints
 BUNDLED = {'completion_small': 'completion', 'partial_scan_small': 'completion', 'ssl_unet_small': 'pretrained',
-           'ssl_unet_all': 'pretrained'}  # name -> kind
+           'ssl_unet_all': 'pretrained', 'ssl_hrnet_all': 'pretrained'}  # name -> kind
 DEFAULTS = {'completion': 'completion_small', 'pretrained': 'ssl_unet_small'}  # what 'default' means for each kind
 
 def resolve_checkpoint(path_or_name,              # a file, a bundled name (`BUNDLED`) or 'default'
