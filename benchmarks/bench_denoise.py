@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_record import machine_info, portable   # noqa: E402
-from bench_emps import link_images, parse_spec, random_reference   # noqa: E402
+from bench_emps import link_images, parse_spec, random_reference, results_header   # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PAIRS = ROOT / 'shared' / 'data' / 'stem_extra' / 'pairs_tkrem'   # default of --pairs
@@ -191,15 +191,10 @@ def main(argv=None):
     table, verdicts = summarise(runs, list(inits), args.budgets, base)
     rec['summary'] = verdicts; runs_file.write_text(json.dumps(rec, indent=1))
     plot(runs, list(inits), args.budgets, base, out / f'denoise_{args.tag}.png')
-    m = rec['machine']
-    cmds = '\n'.join(f'    {c}' for c in rec.get('commands', []))
-    md = (f"# Few-pair denoising, tk-r-em {args.modality} ({args.tag})\n\nCommands (runs accumulate in denoise_{args.tag}_runs.json):\n\n{cmds}\n\n"
-          f"Machine: {m['cpu_model']}, {m['cpu_count']} cores, torch {m.get('torch')}, commit {m['commit']}, load at start "
-          f"{m['load_average_at_start']}\n\nData: `stem_extra/pairs_tkrem/{args.modality}` (tk-r-em 1.0.4 test data, GPL-3.0; simulated), "
-          f"never seen by any bundled generator. Training pool: {', '.join(pool)}; test pairs: {', '.join(test)}. Inits: "
-          f"{', '.join(f'{k} = {v}' for k, v in inits.items())}. Schedule: {args.epochs} epochs, crop {args.crop}, bs {args.bs}, "
-          f"lr {args.lr}, epoch size {args.epoch_size}, freeze epochs {args.freeze_epochs if args.freeze_epochs is not None else '1 if pretrained'}. "
-          f"With 1 training pair the CLI holds out a strip of it for validation, with 2 or 4 pairs one pair.\n\n"
+    head, sched = results_header(f"Few-pair denoising, tk-r-em {args.modality} ({args.tag})", f"denoise_{args.tag}_runs.json", rec, inits, args)
+    md = (f"{head}Data: `stem_extra/pairs_tkrem/{args.modality}` (tk-r-em 1.0.4 test data, GPL-3.0; simulated), never seen by "
+          f"any bundled generator. Training pool: {', '.join(pool)}; test pairs: {', '.join(test)}. {sched} With 1 training "
+          f"pair the CLI holds out a strip of it for validation, with 2 or 4 pairs one pair.\n\n"
           f"Gaussian baseline: sigma {base['Gaussian filter + gain/offset fitted on the pool']['sigma']} px.\n\n{table}\n")
     (out / f'denoise_{args.tag}.md').write_text(portable(md))
     print(md)

@@ -80,6 +80,18 @@ def random_reference(name: str, inits) -> str | None:
     return ref if ref != name and ref in inits else ('random' if 'random' in inits else None)
 
 
+def results_header(title: str, runs_name: str, rec: dict, inits: dict, args) -> tuple[str, str]:
+    "(title, commands and machine, `inits` and the shared schedule of `args`): the opening of a results table."
+    m = rec['machine']
+    cmds = '\n'.join(f'    {c}' for c in rec.get('commands', [rec.get('command', '')]))
+    head = (f"# {title}\n\nCommands (runs accumulate in {runs_name}):\n\n{cmds}\n\nMachine: {m['cpu_model']}, {m['cpu_count']} "
+            f"cores, torch {m.get('torch')}, commit {m['commit']}, load at start {m['load_average_at_start']}\n\n")
+    sched = (f"Inits: {', '.join(f'{k} = {v}' for k, v in inits.items())}. Schedule: {args.epochs} epochs, crop {args.crop}, "
+             f"bs {args.bs}, lr {args.lr}, epoch size {args.epoch_size or 'CLI default'}, freeze epochs "
+             f"{args.freeze_epochs if args.freeze_epochs is not None else '1 if pretrained'}.")
+    return head, sched
+
+
 def parse_spec(spec: str) -> tuple[str, str, dict]:
     "'PRETRAINED[:ARCH][@k=v,...]' -> (pretrained, arch, options)."
     spec, _, opts = spec.partition('@')
@@ -213,14 +225,9 @@ def main(argv=None):
     table, verdicts = summarise(runs, list(inits), args.budgets, trivial)
     rec['summary'] = verdicts; runs_file.write_text(json.dumps(rec, indent=1))
     plot(runs, list(inits), args.budgets, out / f'emps_{args.tag}.png', trivial)
-    m = rec['machine']
-    cmds = '\n'.join(f'    {c}' for c in rec.get('commands', [rec.get('command', '')]))
-    md = (f"# EMPS few-label segmentation ({args.tag})\n\nCommands (runs accumulate in emps_{args.tag}_runs.json):\n\n{cmds}\n\nMachine: {m['cpu_model']}, "
-          f"{m['cpu_count']} cores, torch {m.get('torch')}, commit {m['commit']}, load at start {m['load_average_at_start']}\n\n"
-          f"Inits: {', '.join(f'{k} = {v}' for k, v in inits.items())}. Test set: all {len(runs[0]['test_dice']) if runs else 0} EMPS "
-          f"test images (never used for training, pretraining or choices). Schedule: {args.epochs} epochs, crop {args.crop}, "
-          f"bs {args.bs}, lr {args.lr}, epoch size {args.epoch_size or 'CLI default'}, freeze epochs "
-          f"{args.freeze_epochs if args.freeze_epochs is not None else '1 if pretrained'}.\n\n{table}\n")
+    head, sched = results_header(f"EMPS few-label segmentation ({args.tag})", f"emps_{args.tag}_runs.json", rec, inits, args)
+    md = (f"{head}{sched} Test set: all {len(runs[0]['test_dice']) if runs else 0} EMPS test images (never used for training, "
+          f"pretraining or choices).\n\n{table}\n")
     (out / f'emps_{args.tag}.md').write_text(portable(md))
     print(md)
 
