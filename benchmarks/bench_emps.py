@@ -174,7 +174,7 @@ def plot(runs: list[dict], inits: list[str], budgets: list[int], path: Path, tri
     a1.set(xscale='log', xticks=budgets, xticklabels=budgets, xlabel='labelled training images', ylabel='Dice on 99 EMPS test images',
            title='EMPS segmentation: test Dice (mean ± sd over seeds)')
     a2.set(xlabel='epoch', ylabel='validation Dice (own held-out labels)', title=f'per-epoch validation Dice, {budgets[len(budgets) // 2]} labels')
-    a1.minorticks_off(); a1.legend(); a2.legend(); fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+    a1.minorticks_off(); a1.legend(fontsize=7, ncol=2, loc='upper right'); a2.legend(fontsize=7, ncol=2); fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
 
 
 def main(argv=None):
