@@ -85,7 +85,8 @@ def summarise(work: Path):
     for split in sorted({r['split'] for r in runs}):
         _, val = probe_split(split, work)
         triv = all_foreground_dice(val)
-        rows.append(f"| {split} | foreground everywhere | - | {np.mean(triv):.3f} | {min(triv):.3f} | 1.000 | - |")
+        share = np.mean([d / (2 - d) for d in triv])   # the true foreground share f, from 2f/(1+f)
+        rows.append(f"| {split} | foreground everywhere | (true foreground share {share:.3f}) | {np.mean(triv):.3f} | {min(triv):.3f} | 1.000 | - |")
         for r in [r for r in runs if r['split'] == split]:
             o = r['options']
             what = (f"{'random ' + o['arch'] if o['pretrained'] == 'none' else o['pretrained']}; alpha {o['alpha']}, gamma "
