@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_record import machine_info, portable   # noqa: E402
-from bench_emps import link_images, parse_spec, random_reference, results_header   # noqa: E402
+from bench_emps import budget_plot, link_images, parse_spec, random_reference, results_header   # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PAIRS = ROOT / 'shared' / 'data' / 'stem_extra' / 'pairs_tkrem'   # default of --pairs
@@ -138,25 +138,9 @@ def summarise(runs: list[dict], inits: list[str], budgets: list[int], base: dict
 
 
 def plot(runs: list[dict], inits: list[str], budgets: list[int], base: dict, path: Path):
-    import matplotlib; matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-    for name in inits:
-        xs, ms, sds = [], [], []
-        for n in budgets:
-            m = [x['psnr_mean'] for x in runs if x['init'] == name and x['pairs'] == n]
-            if m: xs.append(n); ms.append(np.mean(m)); sds.append(np.std(m, ddof=1) if len(m) > 1 else 0)
-        if not xs: continue
-        line = a1.errorbar(xs, ms, yerr=sds, marker='o', capsize=4, label=name)[0]
-        for x in runs:
-            if x['init'] == name and x['pairs'] == budgets[-1]:
-                v = [np.nan if d is None else d for d in x['valid_psnr_per_epoch']]
-                a2.plot(range(1, len(v) + 1), v, color=line.get_color(), alpha=0.6, label=name if x['seed'] == min(r['seed'] for r in runs) else None)
-    for k, b in base.items(): a1.axhline(np.mean(b['psnr']), ls='--', color='gray' if k == 'noisy input' else 'k', label=f'baseline: {k}')
-    a1.set(xscale='log', xticks=budgets, xticklabels=budgets, xlabel='training pairs', ylabel='test PSNR (dB)',
-           title='denoising: test PSNR (mean ± sd over seeds)')
-    a2.set(xlabel='epoch', ylabel='validation PSNR (dB)', title=f'per-epoch validation PSNR, {budgets[-1]} pairs')
-    a1.minorticks_off(); a1.legend(fontsize=8); a2.legend(fontsize=8); fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+    budget_plot(runs, inits, budgets, path, 'pairs', 'psnr_mean', 'valid_psnr_per_epoch', budgets[-1],
+                {f'baseline: {k}': float(np.mean(b['psnr'])) for k, b in base.items()}, 'training pairs', 'test PSNR (dB)',
+                'denoising: test PSNR (mean ± sd over seeds)', 'validation PSNR (dB)')
 
 
 def main(argv=None):

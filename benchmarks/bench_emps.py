@@ -155,26 +155,34 @@ def summarise(runs: list[dict], inits: list[str], budgets: list[int], trivial: l
     return table + "\n\nTargets (mean over seeds of the mean test Dice; differences pretrained - random):\n\n" + vt, verdicts
 
 
-def plot(runs: list[dict], inits: list[str], budgets: list[int], path: Path, trivial: list[float] | None = None):
+def budget_plot(runs: list[dict], inits: list[str], budgets: list[int], path: Path, budget_key: str, metric: str, curve: str,
+                curve_budget: int, baselines: dict, xlabel: str, ylabel: str, title: str, curve_ylabel: str):
+    "Left: `metric` (mean ± sd over seeds) per budget for each init, with `baselines` {name: value} as dashed lines; right: `curve` per epoch at `curve_budget`."
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     for name in inits:
         xs, ms, sds = [], [], []
         for n in budgets:
-            m = [x['test_dice_mean'] for x in runs if x['init'] == name and x['labels'] == n]
+            m = [x[metric] for x in runs if x['init'] == name and x[budget_key] == n]
             if m: xs.append(n); ms.append(np.mean(m)); sds.append(np.std(m, ddof=1) if len(m) > 1 else 0)
-        if xs: a1.errorbar(xs, ms, yerr=sds, marker='o', capsize=4, label=name)
-        for x in runs:
-            if x['init'] == name and x['labels'] == budgets[len(budgets) // 2]:
-                v = [np.nan if d is None else d for d in x['valid_dice_per_epoch']]
-                a2.plot(range(1, len(v) + 1), v, color=a1.lines[-1].get_color() if a1.lines else None, alpha=0.6,
-                        label=name if x['seed'] == min(r['seed'] for r in runs if r['init'] == name) else None)
-    if trivial: a1.axhline(np.mean(trivial), ls='--', color='gray', label='foreground everywhere')
-    a1.set(xscale='log', xticks=budgets, xticklabels=budgets, xlabel='labelled training images', ylabel='Dice on 99 EMPS test images',
-           title='EMPS segmentation: test Dice (mean ± sd over seeds)')
-    a2.set(xlabel='epoch', ylabel='validation Dice (own held-out labels)', title=f'per-epoch validation Dice, {budgets[len(budgets) // 2]} labels')
-    a1.minorticks_off(); a1.legend(fontsize=7, ncol=2, loc='upper right'); a2.legend(fontsize=7, ncol=2); fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+        if not xs: continue
+        line = a1.errorbar(xs, ms, yerr=sds, marker='o', capsize=4, label=name)[0]
+        mine = [x for x in runs if x['init'] == name and x[budget_key] == curve_budget]
+        for x in mine:
+            v = [np.nan if d is None else d for d in x[curve]]
+            a2.plot(range(1, len(v) + 1), v, color=line.get_color(), alpha=0.6, label=name if x is mine[0] else None)
+    for i, (k, v) in enumerate(baselines.items()): a1.axhline(v, ls='--', color=('gray', 'k', 'silver')[i % 3], label=k)
+    a1.set(xscale='log', xticks=budgets, xticklabels=budgets, xlabel=xlabel, ylabel=ylabel, title=title)
+    a2.set(xlabel='epoch', ylabel=curve_ylabel, title=f'per-epoch {curve_ylabel}, {curve_budget} {xlabel.split()[-1]}')
+    a1.minorticks_off(); a1.legend(fontsize=7, ncol=2, loc='upper right'); a2.legend(fontsize=7, ncol=2)
+    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+
+
+def plot(runs: list[dict], inits: list[str], budgets: list[int], path: Path, trivial: list[float] | None = None):
+    budget_plot(runs, inits, budgets, path, 'labels', 'test_dice_mean', 'valid_dice_per_epoch', budgets[len(budgets) // 2],
+                {'foreground everywhere': float(np.mean(trivial))} if trivial else {}, 'labelled training images',
+                'Dice on 99 EMPS test images', 'EMPS segmentation: test Dice (mean ± sd over seeds)', 'validation Dice (own held-out labels)')
 
 
 def main(argv=None):
