@@ -51,20 +51,25 @@ def labelled_subset(emps: Path, n: int, seed: int, work: Path) -> Path:
     return link_images(emps / 'train', sorted(random.Random(seed).sample(names, n)), work / f'labels{n}_seed{seed}')
 
 
-def test_dice(model_path: Path, folder: Path, limit: int | None = None) -> list[float]:
-    "Foreground Dice (p > 0.5) of the fine-tuned model on each image of `folder`/images against `folder`/masks (empty vs empty: 1)."
+def dice_and_share(model_path: Path, folder: Path, limit: int | None = None) -> tuple[list[float], list[float]]:
+    "Per image of `folder`/images: foreground Dice (p > 0.5) against `folder`/masks (empty vs empty: 1), and the predicted foreground share."
     from em_ssl.finetune import load_finetuned, predict_array
     from em_ssl.io import load_image, normalize
     from em_ssl.labels import load_mask
     model, meta = load_finetuned(model_path, 'cpu')
-    out = []
+    dice, share = [], []
     for f in sorted((folder / 'images').iterdir())[:limit]:
         prob = predict_array(model, normalize(load_image(f)), 'segment', meta['n_out'])
         pred = (prob[0] > 0.5) if meta['n_out'] == 1 else (prob.argmax(0) > 0)
         gt = load_mask(folder / 'masks' / f.name, 2) > 0
         inter, tot = (pred & gt).sum(), pred.sum() + gt.sum()
-        out.append(1.0 if tot == 0 else float(2 * inter / tot))
-    return out
+        dice.append(1.0 if tot == 0 else float(2 * inter / tot)); share.append(float(pred.mean()))
+    return dice, share
+
+
+def test_dice(model_path: Path, folder: Path, limit: int | None = None) -> list[float]:
+    "Foreground Dice (p > 0.5) of the fine-tuned model on each image of `folder`/images against `folder`/masks (empty vs empty: 1)."
+    return dice_and_share(model_path, folder, limit)[0]
 
 
 def all_foreground_dice(folder: Path, limit: int | None = None) -> list[float]:

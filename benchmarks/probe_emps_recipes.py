@@ -15,40 +15,22 @@ polarity augmentation, IntensityTransform, zoom-out of the training crops, the a
 Outputs: $SCRATCH/probe_emps/runs/NAME_sSPLIT/model.pth, benchmarks/results/emps_recipe_probe_runs.jsonl and .md.
 """
 from __future__ import annotations
-import argparse, json, os, random, sys, time
+import argparse, json, os, sys, time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_record import machine_info, portable   # noqa: E402
-from bench_emps import EMPS, RESULTS, all_foreground_dice, link_images   # noqa: E402
+import probe_corruption                                                      # noqa: E402
+from bench_emps import EMPS, RESULTS, all_foreground_dice, dice_and_share   # noqa: E402
 
 RUNS = RESULTS / 'emps_recipe_probe_runs.jsonl'
 
 
 def probe_split(split: int, work: Path) -> tuple[Path, Path]:
     "10 labelled and 30 probe images from the EMPS train split, a seeded choice (links, nothing copied)."
-    names = sorted(x.name for x in (EMPS / 'train' / 'images').iterdir())
-    pick = random.Random(split).sample(names, 40)
-    return (link_images(EMPS / 'train', pick[:10], work / f'split{split}' / 'labels'),
-            link_images(EMPS / 'train', pick[10:], work / f'split{split}' / 'valid'))
-
-
-def score(model_path: Path, folder: Path) -> tuple[list[float], list[float]]:
-    "Per-image foreground Dice (p > 0.5) and predicted foreground share of a fine-tuned model on `folder`."
-    from em_ssl.finetune import load_finetuned, predict_array
-    from em_ssl.io import load_image, normalize
-    from em_ssl.labels import load_mask
-    model, meta = load_finetuned(model_path, 'cpu')
-    dice, share = [], []
-    for f in sorted((folder / 'images').iterdir()):
-        prob = predict_array(model, normalize(load_image(f)), 'segment', meta['n_out'])
-        pred = (prob[0] > 0.5) if meta['n_out'] == 1 else (prob.argmax(0) > 0)
-        gt = load_mask(folder / 'masks' / f.name, 2) > 0
-        tot = pred.sum() + gt.sum()
-        dice.append(1.0 if tot == 0 else float(2 * (pred & gt).sum() / tot)); share.append(float(pred.mean()))
-    return dice, share
+    return probe_corruption.probe_split(EMPS, 10, 30, split, work / f'split{split}')
 
 
 def run(a, work: Path) -> dict:
@@ -72,7 +54,7 @@ def run(a, work: Path) -> dict:
     t0 = time.time()
     learn.fine_tune(10)
     save_finetuned(learn, out / 'model.pth', overwrite=True)
-    dice, share = score(out / 'model.pth', val)
+    dice, share = dice_and_share(out / 'model.pth', val)
     return dict(name=a.name, split=a.split, options={k: v for k, v in vars(a).items() if k not in ('summarise', 'threads')},
                 train_s=round(time.time() - t0, 1), probe_dice=float(np.mean(dice)), worst=float(np.min(dice)),
                 predicted_foreground=float(np.mean(share)), valid_dice_per_epoch=[h.get('dice') for h in learn.history],
